@@ -1,6 +1,71 @@
 //! Sans-IO, zero-copy Server-Sent Events codec.
+//!
+//! - [`Decoder`]: the WHATWG HTML "interpret an event stream" algorithm over chunks of any
+//!   size: one leading BOM stripped; CR, LF and CRLF line ends (also a CR ending one chunk and
+//!   its LF starting the next); comments; `event`, `data`, `id`, `retry`; invalid UTF-8
+//!   replaced with U+FFFD. Single-line fields are views of the input ([`Utf8Bytes`] over
+//!   `Bytes`), nothing is scanned twice, and every buffer is bounded ([`Limits`]).
+//! - [`OutEvent`] and the `encode_*` functions: what a server writes, validated so that no
+//!   input produces a malformed frame or a panic.
+//! - [`EventSource`]: the browser's reconnection policy (`Last-Event-ID`, `retry:`, 204 stops,
+//!   capped backoff with jitter) as a state machine with time passed in.
+//! - Feature `tokio-util`: [`codec::SseCodec`] for `FramedRead` / `FramedWrite`.
+//! - Feature `json`: [`OutEvent::encode_json`].
+//!
+//! # Quick start
+//!
+//! ```
+//! use agentwire_sse::{Decoder, EventId, OutEvent};
+//! use bytes::BytesMut;
+//!
+//! // Server side: encode.
+//! let id = EventId::new("1").unwrap();
+//! let mut wire = BytesMut::new();
+//! OutEvent::new("{\"token\":\"hello\"}").id(&id).encode(&mut wire);
+//!
+//! // Client side: decode, here split in the middle of a line.
+//! let mut decoder = Decoder::new();
+//! let (a, b) = wire.split_at(10);
+//! decoder.feed(a);
+//! assert!(decoder.next_event().unwrap().is_none());
+//! decoder.feed(b);
+//! let event = decoder.next_event().unwrap().unwrap();
+//! assert_eq!(event.data(), "{\"token\":\"hello\"}");
+//! assert_eq!(event.last_event_id(), "1");
+//! ```
+//!
+//! # Driving the decoder
+//!
+//! `feed` / `feed_bytes` (input) → `next_event` until `Ok(None)` (output) → repeat; at the end
+//! of a body, `end_of_stream`. An `Err` from `next_event` reports a limit; the decoder has
+//! already recovered and the next call goes on.
+//!
+//! # Limits
+//!
+//! | limit | default | on excess |
+//! |---|---|---|
+//! | line length ([`Limits::max_line`]) | 2 MiB | [`DecodeError::LineTooLong`]; the line and the rest of its event are dropped |
+//! | event size ([`Limits::max_event`]) | 8 MiB | [`DecodeError::EventTooLarge`]; the rest of the event is dropped |
+//!
+//! Memory held by a decoder is at most one line plus one event beyond the chunks the caller
+//! has fed and not yet drained.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "tokio-util")]
+pub mod codec;
+mod decode;
+mod encode;
+mod eventsource;
+#[doc(hidden)]
+pub mod fuzz;
 mod utf8;
 
+pub use decode::{DecodeError, Decoder, Event, Limits};
+pub use encode::{
+    encode_comment, encode_keep_alive, encode_retry, EventId, EventName, InvalidField, OutEvent,
+};
+pub use eventsource::{
+    is_event_stream, ConnectRequest, ErrorReason, EventSource, ReadyState, ReconnectPolicy,
+    SourceEvent,
+};
 pub use utf8::{NotUtf8, Utf8Bytes};

@@ -56,6 +56,14 @@ impl Utf8Bytes {
         }
     }
 
+    /// Wraps bytes this crate has already validated as UTF-8 (for example as part of a larger
+    /// region validated in one pass). Crate-private so the invariant cannot be broken from outside.
+    #[inline]
+    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Self(bytes)
+    }
+
     /// Builds from bytes with invalid sequences replaced by U+FFFD, copying only when
     /// something had to be replaced.
     pub fn from_bytes_lossy(bytes: Bytes) -> Self {
@@ -69,8 +77,9 @@ impl Utf8Bytes {
     #[inline]
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor guarantees valid UTF-8 (`try_from_bytes` validates,
-        // `From<String>` and `from_static` start from `str`), there is no other way to build
-        // the value, and `Bytes` is immutable.
+        // `From<String>` and `from_static` start from `str`, and the crate-private
+        // `from_validated` is only called on bytes this crate validated), there is no other way
+        // to build the value, and `Bytes` is immutable.
         // Re-validating here would re-scan every payload on every access; see
         // `benches/benches/utf8.rs` for the measured cost.
         #[allow(unsafe_code)]

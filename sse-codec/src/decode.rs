@@ -1,0 +1,723 @@
+//! The event stream decoder: WHATWG HTML §9.2.6 "Interpreting an event stream".
+
+use crate::utf8::Utf8Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+const MESSAGE: Utf8Bytes = Utf8Bytes::from_static("message");
+
+/// Size limits of a [`Decoder`].
+///
+/// | limit | default | why |
+/// |---|---|---|
+/// | [`max_line`](Self::max_line) | 2 MiB | a single `data:` line carrying a large JSON document (1 MiB is seen in practice) fits; a server that never sends a line end cannot make the client buffer more |
+/// | [`max_event`](Self::max_event) | 8 MiB | the sum of an event's `data` lines; four maximal lines fit, a server that never sends a blank line cannot grow the data buffer past it |
+///
+/// Exceeding a limit yields [`DecodeError::LineTooLong`] or [`DecodeError::EventTooLarge`]; the
+/// event in progress is dropped and decoding resumes after the next blank line, so memory stays
+/// at the bound whatever the peer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Longest line, in bytes, without its line terminator. The default is 2 MiB.
+    pub max_line: usize,
+    /// Largest event, in bytes: its data plus event type. The default is 8 MiB.
+    pub max_event: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: 2 << 20,
+            max_event: 8 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`max_line`](Self::max_line).
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.max_line = bytes;
+        self
+    }
+
+    /// Sets [`max_event`](Self::max_event).
+    pub fn max_event(mut self, bytes: usize) -> Self {
+        self.max_event = bytes;
+        self
+    }
+}
+
+/// A limit was exceeded. The decoder has already recovered: the event in progress was dropped
+/// and decoding goes on after the next blank line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A line was longer than [`Limits::max_line`].
+    LineTooLong {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// An event's data grew past [`Limits::max_event`].
+    EventTooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LineTooLong { limit } => write!(f, "line longer than {limit} bytes"),
+            Self::EventTooLarge { limit } => write!(f, "event larger than {limit} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A dispatched event: the `MessageEvent` a browser's `EventSource` would fire.
+///
+/// Each field is a view of the input when it came from one line of valid UTF-8; data spread
+/// over several `data:` lines is joined once into a new buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Event {
+    /// The event type: the last `event:` value, or `message`.
+    pub event_type: Utf8Bytes,
+    /// The data: `data:` values joined with LF.
+    pub data: Utf8Bytes,
+    /// The last event ID string when the event was dispatched (persists across events).
+    pub last_event_id: Utf8Bytes,
+}
+
+impl Event {
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The data.
+    pub fn data(&self) -> &str {
+        &self.data
+    }
+
+    /// The last event ID.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+}
+
+/// The data buffer of the event being built.
+#[derive(Debug, Default)]
+enum Data {
+    #[default]
+    Empty,
+    /// One `data:` line so far: a view of the input, and whether it is valid UTF-8.
+    One(Bytes, bool),
+    /// Several lines joined with LF, and whether all of them are valid UTF-8.
+    Many(Vec<u8>, bool),
+}
+
+/// Sans-IO decoder of a `text/event-stream` body.
+///
+/// Feed it the body's bytes in chunks of any size ([`feed`](Self::feed) copies once,
+/// [`feed_bytes`](Self::feed_bytes) takes ownership without copying), then call
+/// [`next_event`](Self::next_event) until it returns `Ok(None)`. At the end of the body call
+/// [`end_of_stream`](Self::end_of_stream): an unterminated final event is discarded, as the
+/// specification requires. The decoder remembers the last event ID and the server's `retry:`
+/// value across streams, so the same decoder can be reused after a reconnection.
+///
+/// ```
+/// use agentwire_sse::Decoder;
+///
+/// let mut decoder = Decoder::new();
+/// decoder.feed(b"event: greeting\nid: 1\ndata: hel");
+/// assert!(decoder.next_event().unwrap().is_none()); // need more bytes
+/// decoder.feed(b"lo\ndata: world\n\n");
+/// let event = decoder.next_event().unwrap().unwrap();
+/// assert_eq!(event.event_type(), "greeting");
+/// assert_eq!(event.data(), "hello\nworld");
+/// assert_eq!(event.last_event_id(), "1");
+/// ```
+///
+/// Work per input byte: one forward line-end search (`memchr`), one UTF-8 validation of each
+/// chunk of complete lines, no copy of single-line fields. Bytes already scanned are never
+/// scanned again: an incomplete line is searched backwards once when it arrives and its
+/// completion is found by searching only the new bytes.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    /// Chunks fed but not yet looked at.
+    queue: VecDeque<Bytes>,
+    /// An incomplete line: no terminator seen yet. At most `limits.max_line` bytes.
+    partial: BytesMut,
+    /// Complete lines ready to be interpreted; its last byte is a line terminator.
+    region: Bytes,
+    /// Where the next line of `region` starts.
+    pos: usize,
+    /// `region` is valid UTF-8 as a whole.
+    region_valid: bool,
+    /// `region` is exactly one line (joined from `partial`): no need to search it.
+    region_single: bool,
+    /// Bytes of the region's chunk follow the region (they went to `partial`).
+    tail_follows: bool,
+    /// The last byte seen was a CR: an LF that follows belongs to the same line end.
+    skip_lf: bool,
+    /// The stream has not yet shown whether it starts with a BOM.
+    bom_pending: bool,
+    /// Dropping bytes up to the end of an over-long line.
+    discarding_line: bool,
+    /// Ignoring fields until the next blank line (after a limit was hit).
+    skipping_event: bool,
+    /// A limit error to report once the lines before it are interpreted.
+    deferred: Option<DecodeError>,
+    data: Data,
+    event_size: usize,
+    event_type: Option<Utf8Bytes>,
+    id_buffer: Utf8Bytes,
+    last_event_id: Utf8Bytes,
+    retry: Option<u64>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    /// A decoder with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    /// A decoder with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            queue: VecDeque::new(),
+            partial: BytesMut::new(),
+            region: Bytes::new(),
+            pos: 0,
+            region_valid: true,
+            region_single: false,
+            tail_follows: false,
+            skip_lf: false,
+            bom_pending: true,
+            discarding_line: false,
+            skipping_event: false,
+            deferred: None,
+            data: Data::Empty,
+            event_size: 0,
+            event_type: None,
+            id_buffer: Utf8Bytes::new(),
+            last_event_id: Utf8Bytes::new(),
+            retry: None,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Appends a chunk of the body, copying it once.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if !chunk.is_empty() {
+            self.queue.push_back(Bytes::copy_from_slice(chunk));
+        }
+    }
+
+    /// Appends a chunk of the body without copying it: dispatched fields are views of it.
+    pub fn feed_bytes(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.queue.push_back(chunk);
+        }
+    }
+
+    /// The last event ID string: what a client sends as `Last-Event-ID` when it reconnects.
+    ///
+    /// It is updated when an event is dispatched (or a block without data ends), not when the
+    /// `id:` line is read, so an `id:` in an unterminated final block does not count.
+    pub fn last_event_id(&self) -> &Utf8Bytes {
+        &self.last_event_id
+    }
+
+    /// Sets the last event ID string, e.g. to resume a stream saved elsewhere.
+    pub fn set_last_event_id(&mut self, id: Utf8Bytes) {
+        self.last_event_id = id;
+    }
+
+    /// The reconnection time the server asked for with its last valid `retry:` field.
+    pub fn retry(&self) -> Option<Duration> {
+        self.retry.map(Duration::from_millis)
+    }
+
+    /// Bytes held for lines not yet complete or not yet interpreted.
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+            + (self.region.len() - self.pos)
+            + self.queue.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The end of the body: discards the incomplete line and the event being built, and gets
+    /// ready for the next stream (a leading BOM is stripped again). The last event ID string
+    /// and the reconnection time are kept.
+    ///
+    /// Call it after [`next_event`](Self::next_event) has returned `Ok(None)`; any bytes not
+    /// yet interpreted are discarded too.
+    pub fn end_of_stream(&mut self) {
+        self.queue.clear();
+        self.partial = BytesMut::new();
+        self.region = Bytes::new();
+        self.pos = 0;
+        self.skip_lf = false;
+        self.bom_pending = true;
+        self.discarding_line = false;
+        self.skipping_event = false;
+        self.deferred = None;
+        self.reset_event();
+        self.id_buffer = Utf8Bytes::new();
+    }
+
+    /// The next dispatched event, `Ok(None)` when more input is needed, or a limit error
+    /// (after which decoding continues: call again).
+    pub fn next_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        loop {
+            if self.pos < self.region.len() {
+                let region = std::mem::take(&mut self.region);
+                let out = self.interpret_lines(&region);
+                self.region = region;
+                if let Some(out) = out {
+                    return out.map(Some);
+                }
+                continue;
+            }
+            if let Some(error) = self.deferred.take() {
+                self.reset_event();
+                self.skipping_event = true;
+                return Err(error);
+            }
+            if !self.fill_region() && self.deferred.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Interprets lines of `region` from `self.pos` until one dispatches an event or fails,
+    /// or the region is used up.
+    fn interpret_lines(&mut self, region: &Bytes) -> Option<Result<Event, DecodeError>> {
+        while self.pos < region.len() {
+            let start = self.pos;
+            let end = if self.region_single {
+                region.len() - 1
+            } else {
+                // The region ends with a terminator, so the search always succeeds.
+                start + memchr::memchr2(b'\n', b'\r', &region[start..]).unwrap_or(0)
+            };
+            let next = end + 1;
+            if region[end] == b'\r' {
+                if next == region.len() {
+                    // The byte after this CR is the first of the next chunk, unless the chunk
+                    // the region came from went on with an incomplete line.
+                    self.skip_lf = !self.tail_follows;
+                    self.pos = next;
+                } else if region[next] == b'\n' {
+                    self.pos = next + 1;
+                } else {
+                    self.pos = next;
+                }
+            } else {
+                self.pos = next;
+            }
+            if end - start > self.limits.max_line {
+                return Some(self.fail(DecodeError::LineTooLong {
+                    limit: self.limits.max_line,
+                }));
+            }
+            if let Some(out) = self.interpret_line(region, start, end) {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    fn fail(&mut self, error: DecodeError) -> Result<Event, DecodeError> {
+        self.reset_event();
+        self.skipping_event = true;
+        Err(error)
+    }
+
+    /// One line, `region[start..end]` without its terminator.
+    fn interpret_line(
+        &mut self,
+        region: &Bytes,
+        start: usize,
+        end: usize,
+    ) -> Option<Result<Event, DecodeError>> {
+        let line = &region[start..end];
+        if line.is_empty() {
+            if self.skipping_event {
+                self.skipping_event = false;
+                return None;
+            }
+            return self.dispatch().map(Ok);
+        }
+        if self.skipping_event || line[0] == b':' {
+            return None;
+        }
+        let (name, value_start) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let mut value = start + colon + 1;
+                if value < end && region[value] == b' ' {
+                    value += 1;
+                }
+                (&line[..colon], value)
+            }
+            None => (line, end),
+        };
+        match name {
+            b"data" => {
+                let added = end - value_start + usize::from(!matches!(self.data, Data::Empty));
+                self.event_size += added;
+                if self.event_size > self.limits.max_event {
+                    return Some(self.fail(DecodeError::EventTooLarge {
+                        limit: self.limits.max_event,
+                    }));
+                }
+                let valid = self.region_valid || is_utf8(&region[value_start..end]);
+                self.data = match std::mem::take(&mut self.data) {
+                    Data::Empty => Data::One(region.slice(value_start..end), valid),
+                    Data::One(first, first_valid) => {
+                        let mut joined = Vec::with_capacity(first.len() + 1 + end - value_start);
+                        joined.extend_from_slice(&first);
+                        joined.push(b'\n');
+                        joined.extend_from_slice(&region[value_start..end]);
+                        Data::Many(joined, first_valid && valid)
+                    }
+                    Data::Many(mut joined, all_valid) => {
+                        joined.push(b'\n');
+                        joined.extend_from_slice(&region[value_start..end]);
+                        Data::Many(joined, all_valid && valid)
+                    }
+                };
+            }
+            b"event" => {
+                let value = self.text(region, value_start, end);
+                self.event_size =
+                    self.event_size - self.event_type.as_ref().map_or(0, |t| t.len()) + value.len();
+                if self.event_size > self.limits.max_event {
+                    return Some(self.fail(DecodeError::EventTooLarge {
+                        limit: self.limits.max_event,
+                    }));
+                }
+                self.event_type = Some(value);
+            }
+            b"id" => {
+                if memchr::memchr(0, &region[value_start..end]).is_none() {
+                    self.id_buffer = self.text(region, value_start, end);
+                }
+            }
+            b"retry" => {
+                let value = &region[value_start..end];
+                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
+                    let ms = value.iter().fold(0u64, |ms, d| {
+                        ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                    });
+                    self.retry = Some(ms);
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// `region[start..end]` as text: a view when valid, U+FFFD-replaced otherwise.
+    fn text(&self, region: &Bytes, start: usize, end: usize) -> Utf8Bytes {
+        to_text(region.slice(start..end), self.region_valid)
+    }
+
+    /// WHATWG "dispatch the event".
+    fn dispatch(&mut self) -> Option<Event> {
+        self.last_event_id = self.id_buffer.clone();
+        let data = match std::mem::take(&mut self.data) {
+            Data::Empty => {
+                self.reset_event();
+                return None;
+            }
+            Data::One(bytes, valid) => to_text(bytes, valid),
+            Data::Many(joined, valid) => to_text(Bytes::from(joined), valid),
+        };
+        let event_type = match self.event_type.take() {
+            Some(t) if !t.is_empty() => t,
+            _ => MESSAGE,
+        };
+        self.event_size = 0;
+        Some(Event {
+            event_type,
+            data,
+            last_event_id: self.last_event_id.clone(),
+        })
+    }
+
+    fn reset_event(&mut self) {
+        self.data = Data::Empty;
+        self.event_type = None;
+        self.event_size = 0;
+    }
+
+    /// Moves the next complete lines from the queue into `region`. Returns `false` when the
+    /// queue is used up (or a deferred error must be reported first).
+    fn fill_region(&mut self) -> bool {
+        while let Some(mut chunk) = self.queue.pop_front() {
+            if self.bom_pending {
+                match self.strip_bom(chunk) {
+                    Some(rest) => chunk = rest,
+                    None => continue,
+                }
+            }
+            if self.skip_lf && !chunk.is_empty() {
+                self.skip_lf = false;
+                if chunk[0] == b'\n' {
+                    chunk.advance(1);
+                }
+            }
+            if self.discarding_line {
+                match memchr::memchr2(b'\n', b'\r', &chunk) {
+                    None => continue,
+                    Some(end) => {
+                        self.discarding_line = false;
+                        self.consume_line_end(&mut chunk, end);
+                    }
+                }
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            if self.partial.is_empty() {
+                match memchr::memrchr2(b'\n', b'\r', &chunk) {
+                    Some(last) => {
+                        let tail = chunk.split_off(last + 1);
+                        self.set_region(chunk, false);
+                        self.tail_follows = !tail.is_empty();
+                        if !tail.is_empty() {
+                            self.append_partial(&tail);
+                        }
+                        return true;
+                    }
+                    None => {
+                        self.append_partial(&chunk);
+                        if self.deferred.is_some() {
+                            return false;
+                        }
+                    }
+                }
+            } else {
+                match memchr::memchr2(b'\n', b'\r', &chunk) {
+                    Some(end) => {
+                        if self.partial.len() + end > self.limits.max_line {
+                            self.partial = BytesMut::new();
+                            self.deferred = Some(DecodeError::LineTooLong {
+                                limit: self.limits.max_line,
+                            });
+                            self.consume_line_end(&mut chunk, end);
+                            if !chunk.is_empty() {
+                                self.queue.push_front(chunk);
+                            }
+                            return false;
+                        }
+                        self.partial.extend_from_slice(&chunk[..=end]);
+                        let rest = chunk.slice(end + 1..);
+                        if !rest.is_empty() {
+                            self.queue.push_front(rest);
+                        }
+                        let line = std::mem::take(&mut self.partial).freeze();
+                        self.set_region(line, true);
+                        self.tail_follows = false;
+                        return true;
+                    }
+                    None => {
+                        self.append_partial(&chunk);
+                        if self.deferred.is_some() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn set_region(&mut self, region: Bytes, single: bool) {
+        self.region_valid = is_utf8(&region);
+        self.region = region;
+        self.region_single = single;
+        self.pos = 0;
+    }
+
+    /// Adds bytes without a line terminator to the incomplete line, or starts discarding it
+    /// if it grows past the line limit.
+    fn append_partial(&mut self, bytes: &[u8]) {
+        if self.partial.len() + bytes.len() > self.limits.max_line {
+            self.partial = BytesMut::new();
+            self.discarding_line = true;
+            self.deferred = Some(DecodeError::LineTooLong {
+                limit: self.limits.max_line,
+            });
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+
+    /// Drops `chunk` up to and including the line terminator at `end`.
+    fn consume_line_end(&mut self, chunk: &mut Bytes, end: usize) {
+        let cr = chunk[end] == b'\r';
+        chunk.advance(end + 1);
+        if cr {
+            match chunk.first() {
+                Some(b'\n') => chunk.advance(1),
+                Some(_) => {}
+                None => self.skip_lf = true,
+            }
+        }
+    }
+
+    /// Strips one leading BOM. Returns the chunk to go on with, or `None` while the first
+    /// bytes could still be a BOM.
+    fn strip_bom(&mut self, chunk: Bytes) -> Option<Bytes> {
+        let mut chunk = if self.partial.is_empty() {
+            chunk
+        } else {
+            self.partial.extend_from_slice(&chunk);
+            std::mem::take(&mut self.partial).freeze()
+        };
+        if chunk.len() < BOM.len() && BOM.starts_with(&chunk) {
+            self.partial.extend_from_slice(&chunk);
+            return None;
+        }
+        self.bom_pending = false;
+        if chunk.starts_with(BOM) {
+            chunk.advance(BOM.len());
+        }
+        Some(chunk)
+    }
+}
+
+fn is_utf8(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
+fn to_text(bytes: Bytes, valid: bool) -> Utf8Bytes {
+    if valid {
+        Utf8Bytes::from_validated(bytes)
+    } else {
+        Utf8Bytes::from_bytes_lossy(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(decoder: &mut Decoder) -> Vec<Result<Event, DecodeError>> {
+        let mut out = Vec::new();
+        loop {
+            match decoder.next_event() {
+                Ok(Some(e)) => out.push(Ok(e)),
+                Ok(None) => return out,
+                Err(e) => out.push(Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn single_line_data_points_into_the_input() {
+        let input = Bytes::from_static(b"id: 7\nevent: tick\ndata: {\"token\":\"hello\"}\n\n");
+        let range = input.as_ptr_range();
+        let mut d = Decoder::new();
+        d.feed_bytes(input.clone());
+        let e = d.next_event().unwrap().unwrap();
+        assert_eq!(e.data(), "{\"token\":\"hello\"}");
+        for field in [&e.data, &e.event_type, &e.last_event_id] {
+            assert!(
+                range.contains(&field.as_bytes().as_ptr()),
+                "{field:?} was copied"
+            );
+        }
+    }
+
+    #[test]
+    fn line_too_long_recovers_at_blank_line() {
+        let limits = Limits::default().max_line(16);
+        for split in 0..60 {
+            let input = b"data: a\n\ndata: 0123456789abcdefghij\ndata: b\n\ndata: c\n\n";
+            let mut d = Decoder::with_limits(limits);
+            d.feed(&input[..split.min(input.len())]);
+            let mut out = all(&mut d);
+            d.feed(&input[split.min(input.len())..]);
+            out.extend(all(&mut d));
+            let got: Vec<_> = out
+                .iter()
+                .map(|r| r.clone().map(|e| e.data().to_owned()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    Ok("a".into()),
+                    Err(DecodeError::LineTooLong { limit: 16 }),
+                    Ok("c".into())
+                ],
+                "split {split}"
+            );
+            assert!(d.buffered() <= 16);
+        }
+    }
+
+    #[test]
+    fn unterminated_line_is_bounded() {
+        let mut d = Decoder::with_limits(Limits::default().max_line(100));
+        let mut errors = 0;
+        for _ in 0..1000 {
+            d.feed(&[b'x'; 64]);
+            while let Err(e) = d.next_event() {
+                assert_eq!(e, DecodeError::LineTooLong { limit: 100 });
+                errors += 1;
+            }
+            assert!(d.buffered() <= 100);
+        }
+        assert_eq!(errors, 1);
+        d.feed(b"\n\ndata: ok\n\n");
+        assert_eq!(d.next_event().unwrap().unwrap().data(), "ok");
+    }
+
+    #[test]
+    fn event_too_large_recovers() {
+        let mut d = Decoder::with_limits(Limits::default().max_event(10));
+        d.feed(b"data: 123456\ndata: 7890\ndata: x\n\ndata: ok\n\n");
+        assert_eq!(
+            d.next_event(),
+            Err(DecodeError::EventTooLarge { limit: 10 })
+        );
+        assert_eq!(d.next_event().unwrap().unwrap().data(), "ok");
+    }
+
+    #[test]
+    fn reuse_after_end_of_stream_keeps_id_and_retry() {
+        let mut d = Decoder::new();
+        d.feed(b"retry: 500\nid: 4\ndata: a\n\ndata: partial");
+        assert_eq!(d.next_event().unwrap().unwrap().data(), "a");
+        assert!(d.next_event().unwrap().is_none());
+        d.end_of_stream();
+        assert_eq!(d.last_event_id(), "4");
+        assert_eq!(d.retry(), Some(Duration::from_millis(500)));
+        d.feed(b"\xEF\xBB\xBFdata: b\n\n");
+        let e = d.next_event().unwrap().unwrap();
+        assert_eq!(e.data(), "b");
+        // A new stream starts with an empty ID buffer (WHATWG), so dispatch resets it.
+        assert_eq!(e.last_event_id(), "");
+    }
+}

@@ -1,0 +1,121 @@
+//! Invariant checks shared by the fuzz targets (`fuzz/`) and the corpus replay test.
+//! Not part of the public API.
+
+use crate::{Decoder, EventId, EventName, Limits, OutEvent};
+use bytes::BytesMut;
+
+/// Everything a decoder produced, for comparing two runs.
+type Outcome = (
+    Vec<Result<(String, String, String), crate::DecodeError>>,
+    String,
+    Option<std::time::Duration>,
+);
+
+fn run(input: &[u8], limits: Limits, cuts: &[usize]) -> Outcome {
+    let mut d = Decoder::with_limits(limits);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let cut = cut.clamp(start, input.len());
+        d.feed(&input[start..cut]);
+        start = cut;
+        loop {
+            match d.next_event() {
+                Ok(Some(e)) => out.push(Ok((
+                    e.event_type().to_owned(),
+                    e.data().to_owned(),
+                    e.last_event_id().to_owned(),
+                ))),
+                Ok(None) => break,
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        // Memory stays bounded: at most one incomplete line is held once drained.
+        assert!(
+            d.buffered() <= limits.max_line,
+            "buffered {} > {}",
+            d.buffered(),
+            limits.max_line
+        );
+    }
+    d.end_of_stream();
+    (out, d.last_event_id().to_string(), d.retry())
+}
+
+/// Decodes `data` (after a 3-byte header choosing limits and a chunk size) whole and in
+/// chunks: no panic, identical results, bounded memory.
+pub fn decode(data: &[u8]) {
+    if data.len() < 3 {
+        return;
+    }
+    let limits = Limits::default()
+        .max_line(usize::from(data[0]) * 4 + 1)
+        .max_event(usize::from(data[1]) * 8 + 1);
+    let step = usize::from(data[2]) % 17 + 1;
+    let input = &data[3..];
+    let whole = run(input, limits, &[]);
+    let cuts: Vec<usize> = (step..input.len()).step_by(step).collect();
+    assert_eq!(whole, run(input, limits, &cuts), "chunked by {step}");
+    let bytewise: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(whole, run(input, limits, &bytewise), "one byte at a time");
+    // Default limits must agree with the slicing-free path too.
+    let _ = run(input, Limits::default(), &cuts);
+}
+
+/// Builds events from `data`, encodes them, decodes the bytes in chunks and checks that the
+/// same events come back.
+pub fn roundtrip(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut wire = BytesMut::new();
+    let mut expected = Vec::new();
+    let mut last_id = String::new();
+    // Events are separated by U+001E; inside one, U+001F separates data, type and id.
+    for spec in text.split('\u{1e}') {
+        let mut parts = spec.split('\u{1f}');
+        let body = parts.next().unwrap_or("");
+        let name = parts.next().map(|n| EventName::new(n.to_owned()));
+        let id = parts.next().map(|i| EventId::new(i.to_owned()));
+        let mut ev = OutEvent::new(body);
+        let mut ty = "message".to_owned();
+        match &name {
+            Some(Ok(n)) => {
+                ev = ev.event(n);
+                if !n.as_str().is_empty() {
+                    ty = n.as_str().to_owned();
+                }
+            }
+            Some(Err(_)) => {
+                let n = spec.split('\u{1f}').nth(1).unwrap_or("");
+                assert!(
+                    n.contains(['\r', '\n', '\0']),
+                    "rejected a valid name {n:?}"
+                );
+            }
+            None => {}
+        }
+        match &id {
+            Some(Ok(i)) => {
+                ev = ev.id(i);
+                last_id = i.as_str().to_owned();
+            }
+            Some(Err(_)) => {
+                let i = spec.split('\u{1f}').nth(2).unwrap_or("");
+                assert!(i.contains(['\r', '\n', '\0']), "rejected a valid id {i:?}");
+            }
+            None => {}
+        }
+        ev.encode(&mut wire);
+        let data = body.replace("\r\n", "\n").replace('\r', "\n");
+        expected.push(Ok((ty, data, last_id.clone())));
+    }
+    let limits = Limits::default();
+    let step = data.first().map_or(1, |b| usize::from(*b) % 13 + 1);
+    let cuts: Vec<usize> = (step..wire.len()).step_by(step).collect();
+    let (events, _, _) = run(&wire, limits, &cuts);
+    assert_eq!(
+        events,
+        expected,
+        "wire: {:?}",
+        String::from_utf8_lossy(&wire)
+    );
+}
