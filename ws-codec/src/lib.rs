@@ -1,3 +1,93 @@
 //! Sans-IO RFC 6455 WebSocket: frames, connection machine, handshake.
 //!
-//! Work in progress: see the workspace README.
+//! The crate never touches a socket or a clock: bytes and `now` go in, events, frames to write
+//! and the next deadline come out. The same [`Connection`] drives a blocking `std::net` server,
+//! a tokio task or a fuzzer; see `examples/echo_std.rs` and `examples/echo_tokio.rs`.
+//!
+//! # Quick start
+//!
+//! A client and a server machine talking through plain buffers:
+//!
+//! ```
+//! use agentwire_ws::{CloseCode, Config, Connection, Event, Role};
+//! use bytes::BytesMut;
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! let mut client = Connection::new(Role::Client, Config::default(), now);
+//! let mut server = Connection::new(Role::Server, Config::default(), now);
+//!
+//! client.send_text("hello").unwrap();
+//! let mut wire = BytesMut::new();
+//! while let Some(t) = client.poll_transmit() {
+//!     t.write_to(&mut wire); // a real driver writes `t.head` and `t.payload` to the socket
+//! }
+//! server.handle_input(now, &mut wire);
+//! match server.poll_event() {
+//!     Some(Event::Text(text)) => assert_eq!(text.as_str(), "hello"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//!
+//! // a normal close is an event, never an error
+//! server.close(now, CloseCode::NORMAL, "bye").unwrap();
+//! let mut wire = BytesMut::new();
+//! while let Some(t) = server.poll_transmit() { t.write_to(&mut wire); }
+//! client.handle_input(now, &mut wire);
+//! assert!(matches!(client.poll_event(), Some(Event::CloseReceived { code: Some(CloseCode::NORMAL), .. })));
+//! assert!(matches!(client.poll_event(), Some(Event::Closed { clean: true, error: None, .. })));
+//! ```
+//!
+//! # Driving the machine
+//!
+//! | kind | methods |
+//! |---|---|
+//! | input | [`Connection::handle_input`]`(now, &mut BytesMut)`, [`Connection::handle_timeout`]`(now)`, [`Connection::handle_eof`]`(now)` |
+//! | commands | [`send_text`](Connection::send_text), [`send_binary`](Connection::send_binary), [`send_fragment`](Connection::send_fragment), [`send_ping`](Connection::send_ping), [`send_pong`](Connection::send_pong), [`close`](Connection::close) |
+//! | output | [`poll_transmit`](Connection::poll_transmit), [`poll_timeout`](Connection::poll_timeout), [`poll_event`](Connection::poll_event) |
+//! | getters | [`state`](Connection::state), [`outbound_bytes`](Connection::outbound_bytes), [`stats`](Connection::stats) |
+//!
+//! Poll order: after every input or command, drain `poll_transmit` (write header and payload,
+//! vectored if you can), then read `poll_timeout` and wait for input or that instant. Drain
+//! `poll_event` whenever convenient; sending while handling events means draining
+//! `poll_transmit` again. [`Event::Closed`] is the last event; drain `poll_transmit` once more
+//! (it may hold the Close frame) and drop the transport. Peer violations never return errors:
+//! the Close frame with the right code (1002, 1007, 1009) is queued and `Closed` carries the
+//! [`ConnectionError`].
+//!
+//! The opening handshake is in [`handshake`]: [`handshake::parse_request`] /
+//! [`handshake::from_parts`] then [`handshake::Upgrade::accept`] on a server,
+//! [`handshake::ClientHandshake`] on a client. Bytes read past the HTTP head start the
+//! connection's input buffer.
+//!
+//! # Limits and defaults
+//!
+//! | setting | default | on excess |
+//! |---|---|---|
+//! | [`Config::max_frame_payload`] | 16 MiB | close 1009, checked on the declared length before buffering |
+//! | [`Config::max_message`] | 16 MiB | close 1009 (reassembly mode) |
+//! | [`Config::max_outbound_buffered`] | 32 MiB | [`SendError::BufferFull`] |
+//! | [`Config::close_timeout`] | 5 s | `Closed { clean: false, error: CloseTimeout }` |
+//! | [`Config::ping_interval`] | off | — |
+//! | [`Config::pong_timeout`] | 20 s | `Closed { error: PongTimeout }` |
+//! | [`Config::auto_pong`] | on | one pending pong at most |
+//! | [`Config::fragments`] | reassemble | — |
+//! | [`handshake::MAX_HEAD_LEN`] | 8 KiB | [`HandshakeError::TooLarge`] (431) |
+//!
+//! permessage-deflate (RFC 7692) is not implemented yet: RSV bits are rejected with 1002 in one
+//! place (`check_rsv`), where it will hook in.
+
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+
+pub use agentwire_sse::{NotUtf8, Utf8Bytes};
+pub use close::CloseCode;
+pub use config::{Config, FragmentMode};
+pub use connection::{ConnState, Connection, DataKind, Event, Initiator, Role, Stats, Transmit};
+pub use error::{ConnectionError, FrameError, HandshakeError, ProtocolError, SendError};
+pub use frame::{FrameHeader, HeaderBytes, OpCode, MAX_HEADER_LEN};
+pub use mask::apply_mask;

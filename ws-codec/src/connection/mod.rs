@@ -1,0 +1,419 @@
+//! The connection state machine (RFC 6455 §5–§7), one type for both roles.
+
+mod recv;
+mod send;
+pub(crate) mod utf8;
+
+use crate::close::CloseCode;
+use crate::config::Config;
+use crate::error::{ConnectionError, SendError};
+use crate::frame::HeaderBytes;
+use crate::Utf8Bytes;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use recv::Recv;
+use send::SendQueue;
+
+/// Which end of the connection this machine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Masks every frame it sends; rejects masked frames (RFC 6455 §5.1).
+    Client,
+    /// Sends unmasked frames; rejects unmasked frames.
+    Server,
+}
+
+/// Who started the end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Initiator {
+    /// This side, through [`Connection::close`].
+    Local,
+    /// The peer, with a Close frame or by dropping the transport.
+    Remote,
+    /// The machine itself: a protocol violation by the peer or a heartbeat timeout.
+    Library,
+}
+
+/// Text or binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataKind {
+    /// UTF-8 text.
+    Text,
+    /// Arbitrary bytes.
+    Binary,
+}
+
+/// Something that happened on the connection; drain with [`Connection::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A complete text message, validated UTF-8. A single-frame message points into the read
+    /// buffer (no copy).
+    Text(Utf8Bytes),
+    /// A complete binary message. A single-frame message points into the read buffer.
+    Binary(Bytes),
+    /// One data frame of a message, only in [`FragmentMode::Stream`](crate::FragmentMode::Stream).
+    /// Text chunks are validated incrementally, but a chunk may end inside a code point (hence
+    /// `Bytes`, not `Utf8Bytes`); the message as a whole is valid once `fin` is seen.
+    Fragment {
+        /// The message's kind (from its first frame).
+        kind: DataKind,
+        /// The frame's payload.
+        chunk: Bytes,
+        /// `true` on the message's last frame.
+        fin: bool,
+    },
+    /// A ping; if `auto_pong` is on, the pong is already queued.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's Close frame (code `None` when its payload was empty). If this side had not
+    /// sent a Close yet, the reply echoing the code is already queued.
+    CloseReceived {
+        /// The status code, if any.
+        code: Option<CloseCode>,
+        /// The reason, validated UTF-8.
+        reason: Utf8Bytes,
+    },
+    /// The last event: the connection is over. Drain [`Connection::poll_transmit`] once more
+    /// (it may hold a Close frame), then drop the transport — a server at once; a client
+    /// preferably after the server closed TCP (RFC 6455 §7.1.1).
+    Closed {
+        /// Who started the close.
+        initiator: Initiator,
+        /// `true` when Close frames went both ways.
+        clean: bool,
+        /// Why, when the end was abnormal.
+        error: Option<ConnectionError>,
+    },
+}
+
+/// One frame to write: header and payload apart, for `write_vectored` and for sharing one
+/// payload between many connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The encoded frame header.
+    pub head: HeaderBytes,
+    /// The payload. In the server role this is the `Bytes` given to the send call, never
+    /// copied; in the client role it is a masked copy (RFC 6455 §5.3 requires fresh masking).
+    pub payload: Bytes,
+}
+
+impl Transmit {
+    /// Header plus payload length.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.payload.len()
+    }
+
+    /// Always `false`: every frame has a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends header and payload to `dst` (for transports without vectored writes).
+    pub fn write_to(&self, dst: &mut BytesMut) {
+        dst.extend_from_slice(&self.head);
+        dst.extend_from_slice(&self.payload);
+    }
+}
+
+/// The connection's state as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// Messages flow both ways.
+    Open,
+    /// This side sent a Close and waits for the peer's (at most `close_timeout`).
+    CloseSent,
+    /// Over; [`Event::Closed`] has been queued.
+    Closed,
+}
+
+impl ConnState {
+    /// `true` once the connection is over.
+    pub fn is_closed(self) -> bool {
+        self == ConnState::Closed
+    }
+}
+
+/// Counters since the connection was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Complete frames received.
+    pub frames_received: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Frames handed out by `poll_transmit`.
+    pub frames_sent: u64,
+    /// Header and payload bytes handed out by `poll_transmit`.
+    pub bytes_sent: u64,
+}
+
+/// The internal state (RFC 6455 §7):
+///
+/// ```text
+///            close() ──────────────► CloseSent ── peer Close ──► Closed (clean, Local)
+///   Open ───┤                            └──── close_timeout ──► Closed (unclean)
+///            peer Close (reply queued) ─────────────────────────► Closed (clean, Remote)
+///            violation (close frame queued), pong timeout, EOF ─► Closed (unclean)
+/// ```
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Open,
+    CloseSent { deadline: Instant },
+    Closed,
+}
+
+/// A WebSocket connection after the opening handshake, as a Sans-IO state machine.
+///
+/// Methods by kind (see the crate docs, "Driving the machine"):
+/// - input: [`handle_input`](Self::handle_input), [`handle_timeout`](Self::handle_timeout),
+///   [`handle_eof`](Self::handle_eof);
+/// - commands: [`send_text`](Self::send_text), [`send_binary`](Self::send_binary),
+///   [`send_fragment`](Self::send_fragment), [`send_ping`](Self::send_ping),
+///   [`send_pong`](Self::send_pong), [`close`](Self::close);
+/// - output: [`poll_transmit`](Self::poll_transmit), [`poll_timeout`](Self::poll_timeout),
+///   [`poll_event`](Self::poll_event);
+/// - getters: [`state`](Self::state), [`role`](Self::role),
+///   [`outbound_bytes`](Self::outbound_bytes), [`stats`](Self::stats).
+///
+/// After any input or command: drain `poll_transmit`, then read `poll_timeout`. Drain
+/// `poll_event` whenever convenient; commands issued while handling events mean draining
+/// `poll_transmit` again.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    recv: Recv,
+    send: SendQueue,
+    events: VecDeque<Event>,
+    /// Last time a frame header or payload arrived (heartbeat base).
+    last_rx: Instant,
+    /// Set while a heartbeat ping waits for any sign of life.
+    pong_deadline: Option<Instant>,
+    stats: Stats,
+}
+
+impl Connection {
+    /// A machine for a connection whose opening handshake has completed at `now`.
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        Connection {
+            role,
+            send: SendQueue::new(role),
+            recv: Recv::default(),
+            config,
+            state: State::Open,
+            events: VecDeque::new(),
+            last_rx: now,
+            pong_deadline: None,
+            stats: Stats::default(),
+        }
+    }
+
+    // ===== getters =====
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The state.
+    pub fn state(&self) -> ConnState {
+        match self.state {
+            State::Open => ConnState::Open,
+            State::CloseSent { .. } => ConnState::CloseSent,
+            State::Closed => ConnState::Closed,
+        }
+    }
+
+    /// Bytes of data frames waiting in the send queue (the backpressure measure compared with
+    /// `max_outbound_buffered`).
+    pub fn outbound_bytes(&self) -> usize {
+        self.send.queued_bytes
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    // ===== input =====
+
+    /// Consumes every complete frame at the front of `src` (payloads are split off with
+    /// `split_to` and frozen, so events point into this buffer without copying). A partial
+    /// frame's header is consumed and remembered, its payload left in `src` until complete;
+    /// `src` is reserved up to the payload size so the next read can fill it.
+    ///
+    /// Never fails: a peer violation queues the Close frame with the mapped code and surfaces
+    /// as [`Event::Closed`] with an error. After `Closed`, input is ignored and left in `src`.
+    pub fn handle_input(&mut self, now: Instant, src: &mut BytesMut) {
+        self.handle_input_impl(now, src);
+    }
+
+    /// Fires due timers: close timeout, pong timeout, heartbeat ping. Idempotent; early calls
+    /// do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => return,
+            State::CloseSent { deadline } if now >= deadline => {
+                self.finish(Initiator::Local, false, Some(ConnectionError::CloseTimeout));
+                return;
+            }
+            _ => {}
+        }
+        if let Some(d) = self.pong_deadline {
+            if now >= d {
+                self.finish(
+                    Initiator::Library,
+                    false,
+                    Some(ConnectionError::PongTimeout),
+                );
+            }
+            return;
+        }
+        if let (State::Open, Some(iv)) = (self.state, self.config.ping_interval) {
+            if now >= self.last_rx + iv {
+                self.send.heartbeat_ping();
+                self.pong_deadline = Some(now + self.config.pong_timeout);
+            }
+        }
+    }
+
+    /// Tells the machine the transport reached end of file (or failed). Ends the connection as
+    /// unclean with [`ConnectionError::Reset`] unless it was already over.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        if !matches!(self.state, State::Closed) {
+            self.finish(Initiator::Remote, false, Some(ConnectionError::Reset));
+        }
+    }
+
+    // ===== output =====
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to write. Control replies (pong, heartbeat ping) go before queued data;
+    /// the Close frame goes last and nothing follows it.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.send.pop()?;
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += t.len() as u64;
+        Some(t)
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::CloseSent { deadline } => {
+                Some(self.pong_deadline.map_or(deadline, |p| p.min(deadline)))
+            }
+            State::Open => self
+                .pong_deadline
+                .or_else(|| self.config.ping_interval.map(|iv| self.last_rx + iv)),
+        }
+    }
+
+    // ===== commands =====
+
+    /// Queues a text message (one frame).
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.check_open()?;
+        self.send.data(
+            crate::OpCode::Text,
+            text.into().into_bytes(),
+            true,
+            self.config.max_outbound_buffered,
+        )
+    }
+
+    /// Queues a binary message (one frame). In the server role the `Bytes` is handed back by
+    /// `poll_transmit` as is, so one payload can be sent to many connections without copying.
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        self.check_open()?;
+        self.send.data(
+            crate::OpCode::Binary,
+            data.into(),
+            true,
+            self.config.max_outbound_buffered,
+        )
+    }
+
+    /// Queues one frame of a streamed message: the first call starts a message of `kind`, later
+    /// calls must use the same kind, `fin` ends it. For text, the chunks together must be UTF-8
+    /// (a chunk may split a code point). Whole-message sends are refused while one is streaming.
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        chunk: Bytes,
+        fin: bool,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        self.send
+            .fragment(kind, chunk, fin, self.config.max_outbound_buffered)
+    }
+
+    /// Queues a ping (payload at most 125 bytes).
+    pub fn send_ping(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.check_open()?;
+        self.send.control(crate::OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited pong (a unidirectional heartbeat, RFC 6455 §5.5.3).
+    pub fn send_pong(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.check_open()?;
+        self.send.control(crate::OpCode::Pong, payload)
+    }
+
+    /// Starts the closing handshake: queues a Close frame and waits at most `close_timeout`
+    /// (from `now`) for the peer's. `reason` is at most 123 bytes.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.check_open()?;
+        if !code.is_valid_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        if reason.len() > 123 {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.send.close(Some(code), reason.as_bytes());
+        self.state = State::CloseSent {
+            deadline: now + self.config.close_timeout,
+        };
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        match self.state {
+            State::Open => Ok(()),
+            _ => Err(SendError::Closed),
+        }
+    }
+
+    /// Ends the connection: queues the terminal event and stops the timers.
+    fn finish(&mut self, initiator: Initiator, clean: bool, error: Option<ConnectionError>) {
+        self.state = State::Closed;
+        self.pong_deadline = None;
+        self.recv.reset();
+        self.events.push_back(Event::Closed {
+            initiator,
+            clean,
+            error,
+        });
+    }
+}
+
+/// The random source used for masking keys, for the handshake's client key.
+pub(crate) fn send_masks() -> send::MaskSource {
+    send::MaskSource::new()
+}

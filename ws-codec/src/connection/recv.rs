@@ -1,0 +1,273 @@
+//! The receive side: header checks, payload extraction, reassembly, control frames.
+
+use super::utf8::Utf8Validator;
+use super::{Connection, DataKind, Event, Initiator, Role, State};
+use crate::close::CloseCode;
+use crate::config::FragmentMode;
+use crate::error::{ConnectionError, ProtocolError};
+use crate::frame::{FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::Utf8Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use std::time::Instant;
+
+/// A message being reassembled.
+#[derive(Debug)]
+enum Partial {
+    Text(String),
+    Binary(BytesMut),
+    /// `FragmentMode::Stream`: only the kind is kept.
+    Streaming,
+}
+
+#[derive(Debug)]
+struct Message {
+    kind: DataKind,
+    len: u64,
+    buf: Partial,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Recv {
+    /// The header of a frame whose payload has not fully arrived (never parsed twice).
+    header: Option<FrameHeader>,
+    message: Option<Message>,
+    utf8: Utf8Validator,
+}
+
+impl Recv {
+    pub(super) fn reset(&mut self) {
+        self.header = None;
+        self.message = None;
+        self.utf8.reset();
+    }
+}
+
+impl Connection {
+    pub(super) fn handle_input_impl(&mut self, now: Instant, src: &mut BytesMut) {
+        loop {
+            if matches!(self.state, State::Closed) {
+                return;
+            }
+            let hdr = match self.recv.header {
+                Some(h) => h,
+                None => match FrameHeader::decode(src) {
+                    Ok(None) => return,
+                    Err(e) => return self.fail(e.into()),
+                    Ok(Some((h, n))) => {
+                        self.alive(now);
+                        if let Err(e) = self.check_header(&h) {
+                            return self.fail(e);
+                        }
+                        src.advance(n);
+                        self.recv.header = Some(h);
+                        h
+                    }
+                },
+            };
+            // `check_header` bounded the length by `max_frame_payload` (a usize)
+            let len = hdr.len as usize;
+            if src.len() < len {
+                src.reserve(len - src.len());
+                return;
+            }
+            self.recv.header = None;
+            self.alive(now);
+            let mut payload = src.split_to(len);
+            if let Some(key) = hdr.mask {
+                apply_mask(&mut payload, key, 0);
+            }
+            self.stats.frames_received += 1;
+            self.stats.bytes_received += len as u64;
+            self.on_frame(hdr, payload);
+        }
+    }
+
+    fn alive(&mut self, now: Instant) {
+        self.last_rx = now;
+        self.pong_deadline = None;
+    }
+
+    /// RSV bits: no extension is negotiated yet, so any set bit is a violation. The one place
+    /// permessage-deflate (RSV1) will hook in.
+    fn check_rsv(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        Ok(())
+    }
+
+    /// Everything that can be checked before the payload is buffered.
+    fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        self.check_rsv(h)?;
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            return Ok(()); // FIN and length checked by the frame decoder
+        }
+        match (h.opcode, &self.recv.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        let max = self.config.max_frame_payload;
+        if h.len > max as u64 {
+            return Err(ProtocolError::FrameTooLarge { len: h.len, max });
+        }
+        if self.config.fragments == FragmentMode::Reassemble {
+            let so_far = self.recv.message.as_ref().map_or(0, |m| m.len);
+            let total = so_far + h.len;
+            let max = self.config.max_message;
+            if total > max as u64 {
+                return Err(ProtocolError::MessageTooLarge { len: total, max });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, hdr: FrameHeader, payload: BytesMut) {
+        match hdr.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if let Err(e) = self.on_data(hdr, payload) {
+                    self.fail(e);
+                }
+            }
+            OpCode::Ping => {
+                let p = payload.freeze();
+                if self.config.auto_pong && matches!(self.state, State::Open) {
+                    self.send.auto_pong(p.clone());
+                }
+                self.events.push_back(Event::Ping(p));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(payload.freeze())),
+            OpCode::Close => {
+                if let Err(e) = self.on_close(payload.freeze()) {
+                    self.fail(e);
+                }
+            }
+        }
+    }
+
+    fn on_data(&mut self, hdr: FrameHeader, payload: BytesMut) -> Result<(), ProtocolError> {
+        let kind = match hdr.opcode {
+            OpCode::Text => DataKind::Text,
+            OpCode::Binary => DataKind::Binary,
+            _ => self
+                .recv
+                .message
+                .as_ref()
+                .map_or(DataKind::Binary, |m| m.kind),
+        };
+        let fin = hdr.fin;
+        if self.config.fragments == FragmentMode::Stream {
+            if kind == DataKind::Text {
+                self.recv
+                    .utf8
+                    .feed(&payload, fin, None)
+                    .map_err(|()| ProtocolError::InvalidUtf8)?;
+            }
+            self.recv.message = if fin {
+                None
+            } else {
+                Some(Message {
+                    kind,
+                    len: 0,
+                    buf: Partial::Streaming,
+                })
+            };
+            self.events.push_back(Event::Fragment {
+                kind,
+                chunk: payload.freeze(),
+                fin,
+            });
+            return Ok(());
+        }
+        // Reassemble: a single-frame message is handed out without copying.
+        if fin && self.recv.message.is_none() {
+            let ev = match kind {
+                DataKind::Text => Event::Text(
+                    Utf8Bytes::try_from_bytes(payload.freeze())
+                        .map_err(|_| ProtocolError::InvalidUtf8)?,
+                ),
+                DataKind::Binary => Event::Binary(payload.freeze()),
+            };
+            self.events.push_back(ev);
+            return Ok(());
+        }
+        let msg = self.recv.message.get_or_insert_with(|| Message {
+            kind,
+            len: 0,
+            buf: match kind {
+                DataKind::Text => Partial::Text(String::new()),
+                DataKind::Binary => Partial::Binary(BytesMut::new()),
+            },
+        });
+        msg.len += payload.len() as u64;
+        match &mut msg.buf {
+            Partial::Text(s) => self
+                .recv
+                .utf8
+                .feed(&payload, fin, Some(s))
+                .map_err(|()| ProtocolError::InvalidUtf8)?,
+            Partial::Binary(b) => b.extend_from_slice(&payload),
+            Partial::Streaming => {}
+        }
+        if fin {
+            if let Some(m) = self.recv.message.take() {
+                let ev = match m.buf {
+                    Partial::Text(s) => Event::Text(Utf8Bytes::from(s)),
+                    Partial::Binary(b) => Event::Binary(b.freeze()),
+                    Partial::Streaming => return Ok(()),
+                };
+                self.events.push_back(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 6455 §5.5.1 and §7.
+    fn on_close(&mut self, payload: Bytes) -> Result<(), ProtocolError> {
+        let (code, reason) = match payload.len() {
+            0 => (None, Utf8Bytes::new()),
+            1 => return Err(ProtocolError::ClosePayloadTooShort),
+            _ => {
+                let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
+                if !code.is_valid_on_wire() {
+                    return Err(ProtocolError::InvalidCloseCode(code.0));
+                }
+                let reason = Utf8Bytes::try_from_bytes(payload.slice(2..))
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                (Some(code), reason)
+            }
+        };
+        self.events.push_back(Event::CloseReceived { code, reason });
+        match self.state {
+            State::Open => {
+                self.send.close(code, b"");
+                self.finish(Initiator::Remote, true, None);
+            }
+            State::CloseSent { .. } => self.finish(Initiator::Local, true, None),
+            State::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queues a Close with the violation's code (unless
+    /// one was sent already) and ends with an error.
+    pub(super) fn fail(&mut self, e: ProtocolError) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.send.close(Some(e.close_code()), b"");
+        self.finish(
+            Initiator::Library,
+            false,
+            Some(ConnectionError::Protocol(e)),
+        );
+    }
+}

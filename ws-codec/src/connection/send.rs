@@ -1,0 +1,222 @@
+//! The send side: frame building, client masking, the bounded queue.
+
+use super::{DataKind, Role, Transmit};
+use crate::close::CloseCode;
+use crate::error::SendError;
+use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use crate::mask::apply_mask;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+
+/// Unpredictable masking keys without a `rand` dependency: SipHash (a keyed PRF) under a key
+/// std draws from the OS, applied to a counter.
+#[derive(Debug)]
+pub(crate) struct MaskSource {
+    key: RandomState,
+    counter: u64,
+}
+
+impl MaskSource {
+    pub(crate) fn new() -> Self {
+        MaskSource {
+            key: RandomState::new(),
+            counter: 0,
+        }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut h = self.key.build_hasher();
+        h.write_u64(self.counter);
+        self.counter = self.counter.wrapping_add(1);
+        h.finish()
+    }
+
+    fn next_key(&mut self) -> [u8; 4] {
+        (self.next_u64() as u32).to_ne_bytes()
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct SendQueue {
+    role: Role,
+    masks: MaskSource,
+    /// Data frames and user control frames, in order.
+    queue: VecDeque<Transmit>,
+    /// Bytes in `queue`.
+    pub(super) queued_bytes: usize,
+    /// The reply to the most recent ping not yet answered.
+    pong: Option<Transmit>,
+    /// A heartbeat ping.
+    ping: Option<Transmit>,
+    /// Our Close frame; goes out after `queue` is empty, and nothing after it.
+    close: Option<Transmit>,
+    close_sent: bool,
+    /// Kind of the message being streamed with `fragment`, if any.
+    streaming: Option<DataKind>,
+}
+
+impl SendQueue {
+    pub(super) fn new(role: Role) -> Self {
+        SendQueue {
+            role,
+            masks: MaskSource::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            pong: None,
+            ping: None,
+            close: None,
+            close_sent: false,
+            streaming: None,
+        }
+    }
+
+    fn frame(&mut self, fin: bool, opcode: OpCode, payload: Bytes) -> Transmit {
+        let len = payload.len() as u64;
+        match self.role {
+            Role::Server => Transmit {
+                head: FrameHeader {
+                    fin,
+                    rsv: 0,
+                    opcode,
+                    mask: None,
+                    len,
+                }
+                .to_bytes(),
+                payload,
+            },
+            Role::Client => {
+                let key = self.masks.next_key();
+                let mut owned = BytesMut::from(&payload[..]);
+                apply_mask(&mut owned, key, 0);
+                Transmit {
+                    head: FrameHeader {
+                        fin,
+                        rsv: 0,
+                        opcode,
+                        mask: Some(key),
+                        len,
+                    }
+                    .to_bytes(),
+                    payload: owned.freeze(),
+                }
+            }
+        }
+    }
+
+    fn push_limited(&mut self, t: Transmit, max: usize) -> Result<(), SendError> {
+        // checked before masking would be nicer, but the header is at most 14 bytes
+        let n = t.len();
+        if self.queued_bytes + n > max {
+            return Err(SendError::BufferFull {
+                outbound: self.queued_bytes,
+            });
+        }
+        self.queued_bytes += n;
+        self.queue.push_back(t);
+        Ok(())
+    }
+
+    fn check_room(&self, payload: usize, max: usize) -> Result<(), SendError> {
+        if self.queued_bytes + payload > max {
+            return Err(SendError::BufferFull {
+                outbound: self.queued_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn data(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        fin: bool,
+        max: usize,
+    ) -> Result<(), SendError> {
+        if self.streaming.is_some() {
+            return Err(SendError::MessageInProgress);
+        }
+        self.check_room(payload.len(), max)?;
+        let t = self.frame(fin, opcode, payload);
+        self.push_limited(t, max)
+    }
+
+    pub(super) fn fragment(
+        &mut self,
+        kind: DataKind,
+        chunk: Bytes,
+        fin: bool,
+        max: usize,
+    ) -> Result<(), SendError> {
+        let opcode = match self.streaming {
+            None => match kind {
+                DataKind::Text => OpCode::Text,
+                DataKind::Binary => OpCode::Binary,
+            },
+            Some(k) if k == kind => OpCode::Continuation,
+            Some(_) => return Err(SendError::MessageInProgress),
+        };
+        self.check_room(chunk.len(), max)?;
+        let t = self.frame(fin, opcode, chunk);
+        self.push_limited(t, max)?;
+        self.streaming = if fin { None } else { Some(kind) };
+        Ok(())
+    }
+
+    /// User pings and pongs: queued in order with data, not counted against the limit
+    /// (at most 131 bytes each; the caller decides how many).
+    pub(super) fn control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        let t = self.frame(true, opcode, payload);
+        self.queued_bytes += t.len();
+        self.queue.push_back(t);
+        Ok(())
+    }
+
+    /// Replaces any unsent automatic pong (only the latest ping needs an answer).
+    pub(super) fn auto_pong(&mut self, payload: Bytes) {
+        if self.close.is_none() && !self.close_sent {
+            self.pong = Some(self.frame(true, OpCode::Pong, payload));
+        }
+    }
+
+    pub(super) fn heartbeat_ping(&mut self) {
+        let payload = Bytes::copy_from_slice(&self.masks.next_u64().to_be_bytes());
+        self.ping = Some(self.frame(true, OpCode::Ping, payload));
+    }
+
+    /// Queues our Close frame (code and reason already validated). Idempotent.
+    pub(super) fn close(&mut self, code: Option<CloseCode>, reason: &[u8]) {
+        if self.close.is_some() || self.close_sent {
+            return;
+        }
+        let mut p = BytesMut::with_capacity(2 + reason.len());
+        if let Some(c) = code {
+            p.put_u16(c.0);
+            p.extend_from_slice(reason);
+        }
+        self.close = Some(self.frame(true, OpCode::Close, p.freeze()));
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Transmit> {
+        if self.close_sent {
+            return None;
+        }
+        if let Some(t) = self.pong.take() {
+            return Some(t);
+        }
+        if let Some(t) = self.ping.take() {
+            return Some(t);
+        }
+        if let Some(t) = self.queue.pop_front() {
+            self.queued_bytes -= t.len();
+            return Some(t);
+        }
+        let t = self.close.take()?;
+        self.close_sent = true;
+        Some(t)
+    }
+}
