@@ -153,7 +153,11 @@ fn decode_server(text: &str) -> Option<ServerMessage> {
             error: json_str(f.error?)?.into_owned(),
         }),
         types::MCP_SERVERS => {
-            let mcp: McpServers = serde_json::from_str(f.mcp?.get()).ok()?;
+            let mcp = f.mcp?;
+            if !mcp.get().starts_with('{') {
+                return None;
+            }
+            let mcp: McpServers = serde_json::from_str(mcp.get()).ok()?;
             Some(ServerMessage::McpServers { mcp })
         }
         types::RPC => {

@@ -500,26 +500,26 @@ impl From<RpcResponse> for ServerMessage {
 
 /// The `mcp` object of `cf_agent_mcp_servers`. `Default` is the empty form
 /// `{"prompts":[],"resources":[],"servers":{},"tools":[]}`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+///
+/// MCP descriptors and capabilities are relayed as [`RawJson`], byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct McpServers {
     /// MCP prompt descriptors, each extended with `serverId`.
     #[serde(default)]
-    pub prompts: Vec<serde_json::Value>,
+    pub prompts: Vec<RawJson>,
     /// MCP resource descriptors, each extended with `serverId`.
     #[serde(default)]
-    pub resources: Vec<serde_json::Value>,
+    pub resources: Vec<RawJson>,
     /// Server id → connection.
     #[serde(default)]
     pub servers: BTreeMap<String, McpServer>,
     /// MCP tool descriptors, each extended with `serverId`.
     #[serde(default)]
-    pub tools: Vec<serde_json::Value>,
+    pub tools: Vec<RawJson>,
 }
 
-impl Eq for McpServers {}
-
 /// One MCP server connection of the agent. `None` fields are sent as `null`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct McpServer {
     /// Display name.
     pub name: String,
@@ -538,10 +538,8 @@ pub struct McpServer {
     pub instructions: Option<String>,
     /// Server capabilities.
     #[serde(default)]
-    pub capabilities: Option<serde_json::Value>,
+    pub capabilities: Option<RawJson>,
 }
-
-impl Eq for McpServer {}
 
 /// `state` of an [`McpServer`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
