@@ -43,8 +43,8 @@ pub struct Config {
     /// The default is 32 MiB: room for an echo of a maximum-size message while another is
     /// queued, so a slow reader is detected instead of buffered without bound.
     pub max_outbound_buffered: usize,
-    /// Answer pings with pongs automatically (only the most recent ping is answered if several
-    /// arrive before the pong is sent, as RFC 6455 §5.5.3 allows).
+    /// Answer pings with pongs automatically (one pong per ping; if more than 64 replies are
+    /// waiting to be sent, the oldest are dropped, as RFC 6455 §5.5.3 allows).
     ///
     /// The default is `true` because the RFC requires the reply.
     pub auto_pong: bool,

@@ -69,7 +69,7 @@
 //! | [`Config::close_timeout`] | 5 s | `Closed { clean: false, error: CloseTimeout }` |
 //! | [`Config::ping_interval`] | off | — |
 //! | [`Config::pong_timeout`] | 20 s | `Closed { error: PongTimeout }` |
-//! | [`Config::auto_pong`] | on | one pending pong at most |
+//! | [`Config::auto_pong`] | on | at most 64 unsent pongs, oldest dropped |
 //! | [`Config::fragments`] | reassemble | — |
 //! | [`handshake::MAX_HEAD_LEN`] | 8 KiB | [`HandshakeError::TooLarge`] (431) |
 //!

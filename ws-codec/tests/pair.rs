@@ -374,6 +374,12 @@ fn close_code_sent(bytes: &[u8]) -> u16 {
     let mut s = Connection::new(Role::Server, Config::default(), Instant::now());
     let mut buf = BytesMut::from(bytes);
     s.handle_input(Instant::now(), &mut buf);
+    assert_eq!(
+        s.poll_transmit(),
+        None,
+        "the close waits for the events before it"
+    );
+    while s.poll_event().is_some() {}
     let t = s.poll_transmit().expect("a close frame");
     assert_eq!(t.head[0], 0x88);
     u16::from_be_bytes([t.payload[0], t.payload[1]])
@@ -468,4 +474,58 @@ fn close_validation_on_our_side() {
         Err(SendError::ControlPayloadTooLong)
     );
     assert_eq!(p.client.state(), ConnState::Open);
+}
+
+#[test]
+fn every_ping_is_answered_up_to_a_cap() {
+    let mut p = Pair::default();
+    for i in 0..10u8 {
+        p.client.send_ping(Bytes::from(vec![i])).unwrap();
+    }
+    let (c, _) = p.run();
+    let pongs: Vec<_> = c
+        .iter()
+        .filter_map(|e| {
+            if let Event::Pong(b) = e {
+                Some(b[0])
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(pongs, (0..10).collect::<Vec<u8>>());
+    // a flood of 1000 pings while the server never drains: at most 64 pongs kept, the latest
+    let mut server = Connection::new(Role::Server, Config::default(), p.now);
+    let mut wire = BytesMut::new();
+    for i in 0..1000u16 {
+        wire.extend_from_slice(&[0x89, 0x82, 0, 0, 0, 0]);
+        wire.extend_from_slice(&i.to_be_bytes());
+    }
+    server.handle_input(p.now, &mut wire);
+    let sent: Vec<_> = std::iter::from_fn(|| server.poll_transmit()).collect();
+    assert_eq!(sent.len(), 64);
+    assert_eq!(&sent[63].payload[..], &999u16.to_be_bytes());
+}
+
+#[test]
+fn messages_before_a_violation_can_still_be_echoed() {
+    let mut s = Connection::new(Role::Server, Config::default(), Instant::now());
+    // "hi", then a frame with RSV2 set
+    let mut buf =
+        BytesMut::from(&[0x81u8, 0x82, 0, 0, 0, 0, b'h', b'i', 0xA1, 0x80, 0, 0, 0, 0][..]);
+    s.handle_input(Instant::now(), &mut buf);
+    assert_eq!(s.poll_event(), Some(Event::Text("hi".into())));
+    s.send_text("hi").unwrap();
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Closed {
+            initiator: Initiator::Library,
+            ..
+        })
+    ));
+    assert_eq!(s.poll_event(), None);
+    let frames: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(&*frames[0].head, &[0x81, 0x02]);
+    assert_eq!(&frames[1].payload[..], &1002u16.to_be_bytes());
 }

@@ -152,6 +152,15 @@ pub struct Stats {
     pub bytes_sent: u64,
 }
 
+/// An entry of the event queue: an event, or a state change that waits for the events before
+/// it to be polled.
+#[derive(Debug)]
+enum Pending {
+    Event(Event),
+    Fail(crate::error::ProtocolError),
+    PeerClose(Option<CloseCode>),
+}
+
 /// The internal state (RFC 6455 §7):
 ///
 /// ```text
@@ -190,7 +199,7 @@ pub struct Connection {
     state: State,
     recv: Recv,
     send: SendQueue,
-    events: VecDeque<Event>,
+    events: VecDeque<Pending>,
     /// Last time a frame header or payload arrived (heartbeat base).
     last_rx: Instant,
     /// Set while a heartbeat ping waits for any sign of life.
@@ -298,9 +307,17 @@ impl Connection {
 
     // ===== output =====
 
-    /// The next event.
+    /// The next event. A peer's Close or a violation takes effect (state change, Close frame
+    /// queued) when the events before it have been polled, so messages that arrived before it
+    /// can still be answered.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        loop {
+            match self.events.pop_front()? {
+                Pending::Event(e) => return Some(e),
+                Pending::Fail(e) => self.fail_now(e),
+                Pending::PeerClose(code) => self.peer_close_now(code),
+            }
+        }
     }
 
     /// The next frame to write. Control replies (pong, heartbeat ping) go before queued data;
@@ -405,11 +422,11 @@ impl Connection {
         self.state = State::Closed;
         self.pong_deadline = None;
         self.recv.reset();
-        self.events.push_back(Event::Closed {
+        self.events.push_back(Pending::Event(Event::Closed {
             initiator,
             clean,
             error,
-        });
+        }));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The receive side: header checks, payload extraction, reassembly, control frames.
 
 use super::utf8::Utf8Validator;
-use super::{Connection, DataKind, Event, Initiator, Role, State};
+use super::{Connection, DataKind, Event, Initiator, Pending, Role, State};
 use crate::close::CloseCode;
 use crate::config::FragmentMode;
 use crate::error::{ConnectionError, ProtocolError};
@@ -33,6 +33,8 @@ pub(super) struct Recv {
     header: Option<FrameHeader>,
     message: Option<Message>,
     utf8: Utf8Validator,
+    /// Set once a Close or a violation was parsed: later input is not looked at.
+    pub(super) stopped: bool,
 }
 
 impl Recv {
@@ -46,7 +48,7 @@ impl Recv {
 impl Connection {
     pub(super) fn handle_input_impl(&mut self, now: Instant, src: &mut BytesMut) {
         loop {
-            if matches!(self.state, State::Closed) {
+            if matches!(self.state, State::Closed) || self.recv.stopped {
                 return;
             }
             let hdr = match self.recv.header {
@@ -142,9 +144,11 @@ impl Connection {
                 if self.config.auto_pong && matches!(self.state, State::Open) {
                     self.send.auto_pong(p.clone());
                 }
-                self.events.push_back(Event::Ping(p));
+                self.events.push_back(Pending::Event(Event::Ping(p)));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(payload.freeze())),
+            OpCode::Pong => self
+                .events
+                .push_back(Pending::Event(Event::Pong(payload.freeze()))),
             OpCode::Close => {
                 if let Err(e) = self.on_close(payload.freeze()) {
                     self.fail(e);
@@ -180,11 +184,11 @@ impl Connection {
                     buf: Partial::Streaming,
                 })
             };
-            self.events.push_back(Event::Fragment {
+            self.events.push_back(Pending::Event(Event::Fragment {
                 kind,
                 chunk: payload.freeze(),
                 fin,
-            });
+            }));
             return Ok(());
         }
         // Reassemble: a single-frame message is handed out without copying.
@@ -196,7 +200,7 @@ impl Connection {
                 ),
                 DataKind::Binary => Event::Binary(payload.freeze()),
             };
-            self.events.push_back(ev);
+            self.events.push_back(Pending::Event(ev));
             return Ok(());
         }
         let msg = self.recv.message.get_or_insert_with(|| Message {
@@ -224,7 +228,7 @@ impl Connection {
                     Partial::Binary(b) => Event::Binary(b.freeze()),
                     Partial::Streaming => return Ok(()),
                 };
-                self.events.push_back(ev);
+                self.events.push_back(Pending::Event(ev));
             }
         }
         Ok(())
@@ -245,7 +249,16 @@ impl Connection {
                 (Some(code), reason)
             }
         };
-        self.events.push_back(Event::CloseReceived { code, reason });
+        self.events
+            .push_back(Pending::Event(Event::CloseReceived { code, reason }));
+        self.events.push_back(Pending::PeerClose(code));
+        self.recv.stopped = true;
+        Ok(())
+    }
+
+    /// Completes the closing handshake after the peer's Close (RFC 6455 §7): runs when the
+    /// events before it have been polled, so replies to them still go out before our Close.
+    pub(super) fn peer_close_now(&mut self, code: Option<CloseCode>) {
         match self.state {
             State::Open => {
                 self.send.close(code, b"");
@@ -254,12 +267,18 @@ impl Connection {
             State::CloseSent { .. } => self.finish(Initiator::Local, true, None),
             State::Closed => {}
         }
-        Ok(())
+    }
+
+    /// Records a violation; input stops here. The connection fails when the events before it
+    /// have been polled (so echoes of earlier messages can still be sent).
+    pub(super) fn fail(&mut self, e: ProtocolError) {
+        self.events.push_back(Pending::Fail(e));
+        self.recv.stopped = true;
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): queues a Close with the violation's code (unless
     /// one was sent already) and ends with an error.
-    pub(super) fn fail(&mut self, e: ProtocolError) {
+    pub(super) fn fail_now(&mut self, e: ProtocolError) {
         if matches!(self.state, State::Closed) {
             return;
         }

@@ -38,6 +38,11 @@ impl MaskSource {
     }
 }
 
+/// Most automatic pongs kept unsent (each at most 131 bytes): 64, so that a burst of pings is
+/// answered one for one (as peers and Autobahn 2.10 expect) while a ping flood cannot grow the
+/// queue without bound.
+pub(crate) const MAX_PENDING_PONGS: usize = 64;
+
 #[derive(Debug)]
 pub(super) struct SendQueue {
     role: Role,
@@ -46,8 +51,9 @@ pub(super) struct SendQueue {
     queue: VecDeque<Transmit>,
     /// Bytes in `queue`.
     pub(super) queued_bytes: usize,
-    /// The reply to the most recent ping not yet answered.
-    pong: Option<Transmit>,
+    /// Replies to pings not yet sent, at most `MAX_PENDING_PONGS` (the oldest are dropped
+    /// beyond: RFC 6455 §5.5.3 allows answering only the most recent ping).
+    pongs: VecDeque<Transmit>,
     /// A heartbeat ping.
     ping: Option<Transmit>,
     /// Our Close frame; goes out after `queue` is empty, and nothing after it.
@@ -64,7 +70,7 @@ impl SendQueue {
             masks: MaskSource::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            pong: None,
+            pongs: VecDeque::new(),
             ping: None,
             close: None,
             close_sent: false,
@@ -176,10 +182,14 @@ impl SendQueue {
         Ok(())
     }
 
-    /// Replaces any unsent automatic pong (only the latest ping needs an answer).
+    /// Queues the automatic reply to a ping, dropping the oldest unsent one past the cap.
     pub(super) fn auto_pong(&mut self, payload: Bytes) {
         if self.close.is_none() && !self.close_sent {
-            self.pong = Some(self.frame(true, OpCode::Pong, payload));
+            if self.pongs.len() == MAX_PENDING_PONGS {
+                self.pongs.pop_front();
+            }
+            let t = self.frame(true, OpCode::Pong, payload);
+            self.pongs.push_back(t);
         }
     }
 
@@ -205,7 +215,7 @@ impl SendQueue {
         if self.close_sent {
             return None;
         }
-        if let Some(t) = self.pong.take() {
+        if let Some(t) = self.pongs.pop_front() {
             return Some(t);
         }
         if let Some(t) = self.ping.take() {

@@ -1,0 +1,107 @@
+//! A blocking client: runs every case of an Autobahn fuzzingserver (echoing each message), or,
+//! given a `ws://` URL that is not an Autobahn server, sends one text message and prints the
+//! echo.
+//!
+//! ```sh
+//! cargo run --release -p agentwire-ws --example client -- ws://127.0.0.1:9001 [agent]
+//! cargo run --release -p agentwire-ws --example client -- --echo ws://127.0.0.1:9001 hello
+//! ```
+
+mod common;
+
+use agentwire_ws::handshake::{ClientHandshake, ClientOptions};
+use agentwire_ws::{CloseCode, Config, Connection, Event, Role};
+use bytes::BytesMut;
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Connects and completes the handshake; returns the socket, the machine and leftover bytes.
+fn connect(url: &str) -> io::Result<(TcpStream, Connection, BytesMut)> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let (hs, req) =
+        ClientHandshake::new(&uri, ClientOptions::default()).map_err(io::Error::other)?;
+    let host = uri.host().unwrap_or("127.0.0.1");
+    let port = uri.port_u16().unwrap_or(80);
+    let mut sock = TcpStream::connect((host, port))?;
+    sock.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    ClientHandshake::encode_request(&req, &mut out);
+    sock.write_all(&out)?;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if common::read_some(&mut sock, &mut buf)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "eof during handshake",
+            ));
+        }
+        if let Some((_, n)) = hs.parse_response(&buf).map_err(io::Error::other)? {
+            let leftover = buf.split_off(n);
+            let conn = Connection::new(Role::Client, Config::default(), Instant::now());
+            return Ok((sock, conn, leftover));
+        }
+    }
+}
+
+/// After the close handshake a client waits for the server to close TCP (RFC 6455 §7.1.1).
+fn wait_server_close(mut sock: TcpStream) {
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut b = BytesMut::new();
+    while matches!(common::read_some(&mut sock, &mut b), Ok(n) if n > 0) {
+        b.clear();
+    }
+}
+
+fn run(url: &str, on_event: impl FnMut(&mut Connection, Event)) -> io::Result<()> {
+    let (mut sock, conn, leftover) = connect(url)?;
+    common::drive(&mut sock, conn, leftover, on_event)?;
+    wait_server_close(sock);
+    Ok(())
+}
+
+fn main() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--echo") {
+        let url = args.get(1).map_or("ws://127.0.0.1:9001", String::as_str);
+        let msg = args.get(2).cloned().unwrap_or_else(|| "hello".into());
+        let (mut sock, mut conn, leftover) = connect(url)?;
+        conn.send_text(msg).map_err(io::Error::other)?;
+        common::drive(&mut sock, conn, leftover, |conn, ev| {
+            if let Event::Text(t) = ev {
+                println!("{}", t.as_str());
+                let _ = conn.close(Instant::now(), CloseCode::NORMAL, "");
+            }
+        })?;
+        wait_server_close(sock);
+        return Ok(());
+    }
+    let base = args
+        .first()
+        .map_or("ws://127.0.0.1:9001", String::as_str)
+        .trim_end_matches('/')
+        .to_owned();
+    let agent = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "agentwire-ws".into());
+    let mut count = 0usize;
+    run(&format!("{base}/getCaseCount"), |_, ev| {
+        if let Event::Text(t) = ev {
+            count = t.as_str().trim().parse().unwrap_or(0);
+        }
+    })?;
+    eprintln!("running {count} cases");
+    for case in 1..=count {
+        if let Err(e) = run(
+            &format!("{base}/runCase?case={case}&agent={agent}"),
+            common::echo,
+        ) {
+            eprintln!("case {case}: {e}");
+        }
+    }
+    run(&format!("{base}/updateReports?agent={agent}"), |_, _| {})?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Blocking `std::net` driver shared by the examples: the whole IO side of a connection.
+
+#![allow(dead_code, unreachable_pub)]
+
+use agentwire_ws::{Connection, Event};
+use bytes::BytesMut;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+/// Reads once into the spare capacity of `buf` (at least 64 KiB). `Ok(0)` is end of file.
+pub fn read_some(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let len = buf.len();
+    let want = (buf.capacity() - len).max(64 * 1024);
+    buf.resize(len + want, 0);
+    let r = sock.read(&mut buf[len..]);
+    let n = *r.as_ref().unwrap_or(&0);
+    buf.truncate(len + n);
+    r
+}
+
+/// Writes every pending frame, gathered into one buffer per drain.
+pub fn flush(conn: &mut Connection, sock: &mut TcpStream, out: &mut BytesMut) -> io::Result<()> {
+    while let Some(t) = conn.poll_transmit() {
+        t.write_to(out);
+    }
+    if !out.is_empty() {
+        sock.write_all(out)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Runs `conn` over `sock` until it is closed, calling `on_event` for every event (which may
+/// queue sends). `rbuf` holds bytes already read past the handshake.
+pub fn drive(
+    sock: &mut TcpStream,
+    mut conn: Connection,
+    mut rbuf: BytesMut,
+    mut on_event: impl FnMut(&mut Connection, Event),
+) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    conn.handle_input(Instant::now(), &mut rbuf);
+    loop {
+        while let Some(ev) = conn.poll_event() {
+            on_event(&mut conn, ev);
+        }
+        flush(&mut conn, sock, &mut out)?;
+        if conn.state().is_closed() {
+            return Ok(());
+        }
+        let timeout = conn
+            .poll_timeout()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout == Some(std::time::Duration::ZERO) {
+            conn.handle_timeout(Instant::now());
+            continue;
+        }
+        sock.set_read_timeout(timeout)?;
+        match read_some(sock, &mut rbuf) {
+            Ok(0) => conn.handle_eof(Instant::now()),
+            Ok(_) => conn.handle_input(Instant::now(), &mut rbuf),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                conn.handle_timeout(Instant::now())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => conn.handle_eof(Instant::now()),
+        }
+    }
+}
+
+/// The echo behaviour: every message goes back as it came.
+pub fn echo(conn: &mut Connection, ev: Event) {
+    let r = match ev {
+        Event::Text(t) => conn.send_text(t),
+        Event::Binary(b) => conn.send_binary(b),
+        _ => Ok(()),
+    };
+    if let Err(e) = r {
+        eprintln!("send failed: {e}");
+    }
+}
