@@ -84,6 +84,9 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 
+#[doc(hidden)]
+pub mod fuzz;
+
 pub use agentwire_sse::{NotUtf8, Utf8Bytes};
 pub use close::CloseCode;
 pub use config::{Config, FragmentMode};

@@ -1,0 +1,155 @@
+//! Fuzz entry points (used by `fuzz/fuzz_targets/ws_*.rs` and replayed by
+//! `tests/fuzz_corpus.rs`). Each asserts invariants and panics on a violation.
+
+use crate::handshake::{self, Accept, ClientHandshake, ClientOptions};
+use crate::{apply_mask, Config, Connection, Event, FragmentMode, FrameHeader, Role};
+use bytes::BytesMut;
+use std::time::{Duration, Instant};
+
+/// Frame header decode/encode round trip and masking against the byte-wise definition.
+pub fn frame(data: &[u8]) {
+    if let Ok(Some((h, n))) = FrameHeader::decode(data) {
+        assert!(n <= data.len() && n >= 2);
+        let enc = h.to_bytes();
+        assert_eq!(enc.len(), h.encoded_len());
+        let (back, m) = FrameHeader::decode(&enc).unwrap().unwrap();
+        assert_eq!(back, h);
+        assert_eq!(m, enc.len());
+        assert!(m <= n, "the encoder is never longer than the input form");
+        if m == n {
+            assert_eq!(&enc[..], &data[..n]);
+        }
+    }
+    if data.len() >= 5 {
+        let key = [data[0], data[1], data[2], data[3]];
+        let off = usize::from(data[4]);
+        let mut fast = data[5..].to_vec();
+        apply_mask(&mut fast, key, off);
+        for (i, b) in fast.iter().enumerate() {
+            assert_eq!(*b, data[5 + i] ^ key[(i + off) & 3]);
+        }
+    }
+}
+
+/// Runs a machine over `input` in chunks of `chunk` bytes, echoing messages; returns the
+/// events and the bytes it wrote.
+fn run(role: Role, config: Config, input: &[u8], chunk: usize) -> (Vec<Event>, Vec<u8>) {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(role, config, t0);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    let mut closed = false;
+    for (i, piece) in input.chunks(chunk.max(1)).enumerate() {
+        buf.extend_from_slice(piece);
+        let before = buf.len();
+        let now = t0 + Duration::from_millis(i as u64);
+        conn.handle_input(now, &mut buf);
+        assert!(buf.len() <= before, "input grew");
+        while let Some(ev) = conn.poll_event() {
+            assert!(!closed, "event after Closed: {ev:?}");
+            match &ev {
+                Event::Text(t) => {
+                    assert!(std::str::from_utf8(t.as_bytes()).is_ok());
+                    let _ = conn.send_text(t.clone());
+                }
+                Event::Binary(b) => {
+                    let _ = conn.send_binary(b.clone());
+                }
+                Event::Closed { .. } => closed = true,
+                _ => {}
+            }
+            events.push(ev);
+        }
+        while let Some(t) = conn.poll_transmit() {
+            out.extend_from_slice(&t.head);
+            out.extend_from_slice(&t.payload);
+        }
+        if let Some(d) = conn.poll_timeout() {
+            assert!(d >= t0);
+        }
+    }
+    conn.handle_timeout(t0 + Duration::from_secs(3600));
+    conn.handle_eof(t0 + Duration::from_secs(3600));
+    let mut after_eof = 0;
+    while let Some(ev) = conn.poll_event() {
+        assert!(!closed, "event after Closed: {ev:?}");
+        if matches!(ev, Event::Closed { .. }) {
+            closed = true;
+        }
+        after_eof += 1;
+        events.push(ev);
+    }
+    assert!(closed, "eof must end the connection");
+    assert!(after_eof <= 3);
+    while conn.poll_transmit().is_some() {}
+    (events, out)
+}
+
+fn config(sel: u8) -> Config {
+    let mut c = Config::default();
+    if sel & 1 != 0 {
+        c = c.with_fragments(FragmentMode::Stream);
+    }
+    if sel & 2 != 0 {
+        c = c.with_max_frame_payload(64).with_max_message(100);
+    }
+    c
+}
+
+fn machine(role: Role, data: &[u8]) {
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(sel >> 2) + 1;
+    let (e1, o1) = run(role, config(sel), input, input.len().max(1));
+    let (e2, o2) = run(role, config(sel), input, chunk);
+    // the same events under another chunking; client output differs only by masks
+    let strip = |e: Vec<Event>| -> Vec<Event> {
+        e.into_iter()
+            .filter(|e| !matches!(e, Event::Closed { .. }))
+            .collect()
+    };
+    assert_eq!(strip(e1), strip(e2));
+    if role == Role::Server {
+        assert_eq!(o1, o2);
+    }
+}
+
+/// The server-role machine over arbitrary input (first byte: config and chunk size).
+pub fn server(data: &[u8]) {
+    machine(Role::Server, data);
+}
+
+/// The client-role machine over arbitrary input (first byte: config and chunk size).
+pub fn client(data: &[u8]) {
+    machine(Role::Client, data);
+}
+
+/// Both handshake parsers over arbitrary input.
+pub fn handshake(data: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; handshake::MAX_HEADERS];
+    if let Ok(Some((up, n))) = handshake::parse_request(data, &mut headers) {
+        assert!(n <= data.len());
+        let proto = up.protocols().next().map(str::to_owned);
+        let res = up.accept(Accept::default());
+        assert_eq!(res.status(), 101);
+        if let Some(p) = proto {
+            let res = up.accept(Accept::default().with_protocol(p.clone()));
+            assert_eq!(
+                res.headers()[http::header::SEC_WEBSOCKET_PROTOCOL]
+                    .to_str()
+                    .ok(),
+                Some(p.as_str())
+            );
+        }
+        let mut out = BytesMut::new();
+        handshake::encode_response(&res, &mut out);
+    }
+    let uri: http::Uri = "ws://example.com/".parse().unwrap();
+    if let Ok((hs, _)) = ClientHandshake::new(&uri, ClientOptions::default()) {
+        if let Ok(Some((_, n))) = hs.parse_response(data) {
+            assert!(n <= data.len());
+        }
+    }
+}
