@@ -287,3 +287,23 @@ impl CallTable {
         self.pending.is_empty()
     }
 }
+
+/// Whether a close code received from the server makes the reference client stop
+/// reconnecting (and reject every pending call): `1008` and `4000..=4999`. Every other code —
+/// including a server-sent `1000` — is followed by a reconnect.
+pub fn is_terminal_close(code: u16) -> bool {
+    code == 1008 || (4000..=4999).contains(&code)
+}
+
+/// The reference client's wait before reconnect attempt number `consecutive_failures`
+/// (1-based): `3000 ms × 1.3^(n-1)`, capped at 10 s, rounded to milliseconds (3 s, 3.9 s,
+/// 5.07 s, 6.591 s, 8.568 s, 10 s, …). `0` means the first attempt, which is immediate.
+pub fn reconnect_delay(consecutive_failures: u32) -> Duration {
+    if consecutive_failures == 0 {
+        return Duration::ZERO;
+    }
+    let exp = i32::try_from(consecutive_failures - 1).unwrap_or(i32::MAX);
+    let ms = (3000.0 * 1.3f64.powi(exp)).min(10_000.0);
+    // `ms` is in 3000.0..=10000.0, so the cast is exact after rounding.
+    Duration::from_millis(ms.round() as u64)
+}

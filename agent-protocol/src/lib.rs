@@ -73,6 +73,8 @@
 //!
 //! [`CallTable`] is the Sans-IO client side of RPC: id allocation, chunks, completion, errors,
 //! timeouts, and rejection of every pending call when the connection is lost.
+//! [`is_terminal_close`] and [`reconnect_delay`] give the reference client's close and
+//! reconnect policy.
 //!
 //! # Exact texts
 //!
@@ -103,7 +105,9 @@ pub mod texts;
 #[doc(hidden)]
 pub mod fuzz;
 
-pub use calls::{CallEvent, CallOptions, CallTable, DEFAULT_CALL_TIMEOUT};
+pub use calls::{
+    is_terminal_close, reconnect_delay, CallEvent, CallOptions, CallTable, DEFAULT_CALL_TIMEOUT,
+};
 pub use classify::{classify, classify_server, Inbound, ServerInbound};
 pub use error::ProtocolError;
 pub use message::{

@@ -229,3 +229,17 @@ fn ids_and_errors() {
         "rpc args must be a json array"
     );
 }
+
+#[test]
+fn close_and_reconnect_policy() {
+    use agentwire_protocol::{is_terminal_close, reconnect_delay};
+    for code in [1008, 4000, 4001, 4999] {
+        assert!(is_terminal_close(code), "{code}");
+    }
+    for code in [1000, 1001, 1011, 1012, 1007, 3999, 5000] {
+        assert!(!is_terminal_close(code), "{code}");
+    }
+    let ms: Vec<u128> = (0..8).map(|n| reconnect_delay(n).as_millis()).collect();
+    assert_eq!(ms, [0, 3000, 3900, 5070, 6591, 8568, 10_000, 10_000]);
+    assert_eq!(reconnect_delay(u32::MAX), Duration::from_secs(10));
+}
