@@ -7,3 +7,11 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test (workspace, all features)"
 cargo test --workspace --all-features
+
+# ----- agentwire-ws: Autobahn 1-10 in both roles (golden-gated) and interop with real peers -----
+# kosoku goes into the git-ignored .venv/, Node packages into ws-codec/interop/node_modules/,
+# Chromium comes from Debian (installed only if /usr/bin/chromium is missing). ~1 min after build.
+echo "== agentwire-ws: Autobahn 1-10, server and client roles, vs ws-codec/autobahn/expected-results.json"
+scripts/autobahn.sh both
+echo "== agentwire-ws: interop (Node ws client/server, headless Chromium)"
+scripts/ws-interop.sh --chromium

@@ -65,15 +65,28 @@ fn run(url: &str, on_event: impl FnMut(&mut Connection, Event)) -> io::Result<()
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--echo") {
+        // --echo URL MSG...: send each message, print each echo, then close normally
         let url = args.get(1).map_or("ws://127.0.0.1:9001", String::as_str);
-        let msg = args.get(2).cloned().unwrap_or_else(|| "hello".into());
+        let msgs: Vec<String> = args.iter().skip(2).cloned().collect();
         let (mut sock, mut conn, leftover) = connect(url)?;
-        conn.send_text(msg).map_err(io::Error::other)?;
-        common::drive(&mut sock, conn, leftover, |conn, ev| {
-            if let Event::Text(t) = ev {
+        let mut pending = msgs.len();
+        for m in msgs {
+            conn.send_text(m).map_err(io::Error::other)?;
+        }
+        if pending == 0 {
+            let _ = conn.close(Instant::now(), CloseCode::NORMAL, "");
+        }
+        common::drive(&mut sock, conn, leftover, |conn, ev| match ev {
+            Event::Text(t) => {
                 println!("{}", t.as_str());
-                let _ = conn.close(Instant::now(), CloseCode::NORMAL, "");
+                pending = pending.saturating_sub(1);
+                if pending == 0 {
+                    let _ = conn.close(Instant::now(), CloseCode::NORMAL, "done");
+                }
             }
+            Event::Ping(p) => eprintln!("ping {}", String::from_utf8_lossy(&p)),
+            Event::Closed { clean, error, .. } => eprintln!("closed clean={clean} error={error:?}"),
+            _ => {}
         })?;
         wait_server_close(sock);
         return Ok(());

@@ -1,0 +1,67 @@
+// Interop with headless Chromium's native WebSocket against examples/echo_std.
+// usage: node chromium.mjs BIN_DIR   (CHROMIUM=/usr/bin/chromium by default; never downloads)
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const bin = process.argv[2] ?? '../../target/release/examples';
+const port = 20000 + Math.floor(Math.random() * 20000);
+const echo = spawn(`${bin}/echo_std`, [`127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+for (let i = 0; i < 100; i++) {
+  const ok = await new Promise((r) => {
+    const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
+    s.on('error', () => r(false));
+  });
+  if (ok) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+let failed = 0, passed = 0;
+try {
+  const page = await browser.newPage();
+  const results = await page.evaluate(async (url) => {
+    const out = [];
+    const ws = new WebSocket(url, ['chat']);
+    ws.binaryType = 'arraybuffer';
+    const queue = [];
+    let waiter = null;
+    ws.onmessage = (e) => { if (waiter) { const w = waiter; waiter = null; w(e.data); } else queue.push(e.data); };
+    const next = () => queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => { waiter = r; });
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    out.push(['subprotocol chat', ws.protocol === 'chat', ws.protocol]);
+    for (const t of ['hello chromium', '', 'unicode € 😀 ' + 'é'.repeat(70000)]) {
+      ws.send(t);
+      const got = await next();
+      out.push([`text echo ${t.length} chars`, got === t, typeof got]);
+    }
+    for (const size of [10, 200, 70000, 4 << 20]) {
+      const buf = new Uint8Array(size);
+      for (let i = 0; i < size; i++) buf[i] = (i * 31 + 7) & 0xff;
+      ws.send(buf);
+      const got = new Uint8Array(await next());
+      let same = got.length === size;
+      for (let i = 0; same && i < size; i++) same = got[i] === buf[i];
+      out.push([`binary echo ${size} bytes`, same, got.length]);
+    }
+    const closed = new Promise((r) => { ws.onclose = (e) => r(e); });
+    ws.close(4001, 'bye from chromium');
+    const e = await closed;
+    out.push(['clean close echoes code', e.wasClean && e.code === 4001, `${e.wasClean} ${e.code} ${e.reason}`]);
+    return out;
+  }, `ws://127.0.0.1:${port}/`);
+  for (const [name, ok, detail] of results) {
+    if (ok) { passed++; console.log(`ok   chromium ${name}`); } else { failed++; console.log(`FAIL chromium ${name} ${detail}`); }
+  }
+} finally {
+  await browser.close();
+  echo.kill();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
