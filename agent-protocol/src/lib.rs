@@ -41,7 +41,7 @@
 //! results) are [`RawJson`]: validated JSON text, never re-parsed unless asked for.
 //!
 //! Every message has `to_json()` / `encode()`; `encode` returns
-//! [`Utf8Bytes`](agentwire_sse::Utf8Bytes) for a WebSocket text frame without another copy.
+//! [`Utf8Bytes`] for a WebSocket text frame without another copy.
 //! Keys are written in the order the reference implementation writes them, and key presence
 //! follows it exactly: a void RPC result has no `result` key, error replies have neither
 //! `result` nor `done`, `stateFollows` appears only when `true`.

@@ -5,6 +5,8 @@
 //! * `state_1k` / `state_64k`: a client `setState` → classify → broadcast frame built once.
 //! * `relay_64k_x100`: one 64 KiB state update relayed to 100 connections.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use agentwire_protocol::{classify, ClientMessage, Inbound, RpcResponse, StateFrame};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
