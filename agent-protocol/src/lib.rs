@@ -60,6 +60,7 @@
 //! [`StateFrame`] holds a complete `{"state":…,"type":"cf_agent_state"}` frame, built once
 //! from raw JSON ([`StateFrame::from_raw`]) or a serialisable value
 //! ([`StateFrame::from_serialize`]) and cloned (cheaply) per connection.
+//! [`connect_sequence`] gives the identity → state → MCP frames a connection receives first.
 //!
 //! # Routing
 //!
@@ -119,7 +120,7 @@ pub use routing::{
     camel_case_to_kebab_case, connection_id, form_decode, parse_agent_path, query_param,
     split_target, AgentPath, CONNECTION_ID_PARAM, DEFAULT_PREFIX,
 };
-pub use state::StateFrame;
+pub use state::{connect_sequence, StateFrame, EMPTY_MCP_SERVERS_FRAME};
 
 /// Re-exported so that users can name the encoded-frame type without another dependency.
 pub use agentwire_sse::Utf8Bytes;

@@ -84,3 +84,40 @@ impl From<StateFrame> for Utf8Bytes {
         f.frame
     }
 }
+
+/// The empty `cf_agent_mcp_servers` frame, byte for byte as the reference server sends it.
+pub const EMPTY_MCP_SERVERS_FRAME: &str = r#"{"mcp":{"prompts":[],"resources":[],"servers":{},"tools":[]},"type":"cf_agent_mcp_servers"}"#;
+
+/// The protocol frames of the connect sequence, in order: identity (with `stateFollows: true`
+/// exactly when `state` is given), the state frame if any, then the MCP servers frame (`None`:
+/// the empty form). The runtime sends them before anything else on the connection and before
+/// handling any inbound frame; connections that opted out of protocol messages get none.
+///
+/// ```
+/// use agentwire_protocol::{connect_sequence, StateFrame};
+/// let state = StateFrame::from_serialize(&serde_json::json!({"count": 0})).unwrap();
+/// let frames = connect_sequence("golden", "counter-agent", Some(&state), None);
+/// assert_eq!(frames.len(), 3);
+/// assert_eq!(
+///     frames[0],
+///     r#"{"type":"cf_agent_identity","name":"golden","agent":"counter-agent","stateFollows":true}"#
+/// );
+/// assert_eq!(connect_sequence("golden", "counter-agent", None, None).len(), 2);
+/// ```
+pub fn connect_sequence(
+    name: &str,
+    agent: &str,
+    state: Option<&StateFrame>,
+    mcp: Option<&crate::McpServers>,
+) -> Vec<Utf8Bytes> {
+    let mut frames = Vec::with_capacity(3);
+    frames.push(crate::ServerMessage::identity(name, agent, state.is_some()).encode());
+    if let Some(state) = state {
+        frames.push(state.to_utf8_bytes());
+    }
+    frames.push(match mcp {
+        None => Utf8Bytes::from_static(EMPTY_MCP_SERVERS_FRAME),
+        Some(mcp) => crate::ServerMessage::McpServers { mcp: mcp.clone() }.encode(),
+    });
+    frames
+}

@@ -177,3 +177,30 @@ fn relayed_state_frames_match_the_broadcasts_byte_for_byte() {
     assert_eq!(frame.as_str(), received.data);
     assert_eq!(frame.state_json(), r#"{"count":41}"#);
 }
+
+#[test]
+fn connect_sequence_matches_the_reference() {
+    use agentwire_protocol::{connect_sequence, EMPTY_MCP_SERVERS_FRAME};
+    let all = frames();
+    let raw1: Vec<&str> = all
+        .iter()
+        .filter(|f| f.conn == "raw1" && f.dir == "recv")
+        .map(|f| f.data.as_str())
+        .collect();
+    let state = StateFrame::from_serialize(&serde_json::json!({"count": 0})).unwrap();
+    let ours = connect_sequence("golden", "counter-agent", Some(&state), None);
+    assert_eq!(ours.len(), raw1.len());
+    for (a, b) in ours.iter().zip(&raw1) {
+        assert_eq!(json(a), json(b));
+    }
+    assert_eq!(ours[0], raw1[0]);
+    assert_eq!(ours[2], raw1[2]);
+    assert_eq!(raw1[2], EMPTY_MCP_SERVERS_FRAME);
+    // without a state, no stateFollows and no state frame
+    let bare = connect_sequence("golden", "counter-agent", None, None);
+    assert_eq!(
+        bare[0],
+        r#"{"type":"cf_agent_identity","name":"golden","agent":"counter-agent"}"#
+    );
+    assert_eq!(bare.len(), 2);
+}
