@@ -150,7 +150,6 @@ enum Data {
 /// completion is found by searching only the new bytes.
 #[derive(Debug)]
 pub struct Decoder {
-    limits: Limits,
     /// Chunks fed but not yet looked at.
     queue: VecDeque<Bytes>,
     /// An incomplete line: no terminator seen yet. At most `limits.max_line` bytes.
@@ -161,8 +160,10 @@ pub struct Decoder {
     pos: usize,
     /// `region` is valid UTF-8 as a whole.
     region_valid: bool,
-    /// `region` is exactly one line (joined from `partial`): no need to search it.
-    region_single: bool,
+    /// Positions of every CR and LF in `region`, found in one pass when the region is set.
+    ends: Vec<usize>,
+    /// Index in `ends` of the next line end to use.
+    next_end: usize,
     /// Bytes of the region's chunk follow the region (they went to `partial`).
     tail_follows: bool,
     /// The last byte seen was a CR: an LF that follows belongs to the same line end.
@@ -171,16 +172,10 @@ pub struct Decoder {
     bom_pending: bool,
     /// Dropping bytes up to the end of an over-long line.
     discarding_line: bool,
-    /// Ignoring fields until the next blank line (after a limit was hit).
-    skipping_event: bool,
     /// A limit error to report once the lines before it are interpreted.
     deferred: Option<DecodeError>,
-    data: Data,
-    event_size: usize,
-    event_type: Option<Utf8Bytes>,
-    id_buffer: Utf8Bytes,
-    last_event_id: Utf8Bytes,
-    retry: Option<u64>,
+    /// The event being built.
+    b: Builder,
 }
 
 impl Default for Decoder {
@@ -198,31 +193,25 @@ impl Decoder {
     /// A decoder with the given limits.
     pub fn with_limits(limits: Limits) -> Self {
         Self {
-            limits,
             queue: VecDeque::new(),
             partial: BytesMut::new(),
             region: Bytes::new(),
             pos: 0,
             region_valid: true,
-            region_single: false,
+            ends: Vec::new(),
+            next_end: 0,
             tail_follows: false,
             skip_lf: false,
             bom_pending: true,
             discarding_line: false,
-            skipping_event: false,
             deferred: None,
-            data: Data::Empty,
-            event_size: 0,
-            event_type: None,
-            id_buffer: Utf8Bytes::new(),
-            last_event_id: Utf8Bytes::new(),
-            retry: None,
+            b: Builder::new(limits),
         }
     }
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.b.limits
     }
 
     /// Appends a chunk of the body, copying it once.
@@ -244,17 +233,17 @@ impl Decoder {
     /// It is updated when an event is dispatched (or a block without data ends), not when the
     /// `id:` line is read, so an `id:` in an unterminated final block does not count.
     pub fn last_event_id(&self) -> &Utf8Bytes {
-        &self.last_event_id
+        &self.b.last_event_id
     }
 
     /// Sets the last event ID string, e.g. to resume a stream saved elsewhere.
     pub fn set_last_event_id(&mut self, id: Utf8Bytes) {
-        self.last_event_id = id;
+        self.b.last_event_id = id;
     }
 
     /// The reconnection time the server asked for with its last valid `retry:` field.
     pub fn retry(&self) -> Option<Duration> {
-        self.retry.map(Duration::from_millis)
+        self.b.retry.map(Duration::from_millis)
     }
 
     /// Bytes held for lines not yet complete or not yet interpreted.
@@ -274,200 +263,58 @@ impl Decoder {
         self.queue.clear();
         self.partial = BytesMut::new();
         self.region = Bytes::new();
+        self.ends.clear();
+        self.next_end = 0;
         self.pos = 0;
         self.skip_lf = false;
         self.bom_pending = true;
         self.discarding_line = false;
-        self.skipping_event = false;
+        self.b.skipping_event = false;
         self.deferred = None;
-        self.reset_event();
-        self.id_buffer = Utf8Bytes::new();
+        self.b.reset_event();
+        self.b.id_buffer = Utf8Bytes::new();
     }
 
     /// The next dispatched event, `Ok(None)` when more input is needed, or a limit error
     /// (after which decoding continues: call again).
     pub fn next_event(&mut self) -> Result<Option<Event>, DecodeError> {
         loop {
-            if self.pos < self.region.len() {
-                let region = std::mem::take(&mut self.region);
-                let out = self.interpret_lines(&region);
-                self.region = region;
-                if let Some(out) = out {
+            while let Some(&end) = self.ends.get(self.next_end) {
+                self.next_end += 1;
+                let start = self.pos;
+                let next = end + 1;
+                let region = &self.region;
+                if region[end] == b'\r' {
+                    if next == region.len() {
+                        // The byte after this CR is the first of the next chunk, unless the
+                        // chunk the region came from went on with an incomplete line.
+                        self.skip_lf = !self.tail_follows;
+                        self.pos = next;
+                    } else if region[next] == b'\n' {
+                        // CRLF: the LF is the next recorded line end; it belongs to this one.
+                        self.next_end += 1;
+                        self.pos = next + 1;
+                    } else {
+                        self.pos = next;
+                    }
+                } else {
+                    self.pos = next;
+                }
+                if end - start > self.b.limits.max_line {
+                    let limit = self.b.limits.max_line;
+                    return Err(self.b.fail(DecodeError::LineTooLong { limit }));
+                }
+                if let Some(out) = self.b.line(region, self.region_valid, start, end) {
                     return out.map(Some);
                 }
-                continue;
             }
             if let Some(error) = self.deferred.take() {
-                self.reset_event();
-                self.skipping_event = true;
-                return Err(error);
+                return Err(self.b.fail(error));
             }
             if !self.fill_region() && self.deferred.is_none() {
                 return Ok(None);
             }
         }
-    }
-
-    /// Interprets lines of `region` from `self.pos` until one dispatches an event or fails,
-    /// or the region is used up.
-    fn interpret_lines(&mut self, region: &Bytes) -> Option<Result<Event, DecodeError>> {
-        while self.pos < region.len() {
-            let start = self.pos;
-            let end = if self.region_single {
-                region.len() - 1
-            } else {
-                // The region ends with a terminator, so the search always succeeds.
-                start + memchr::memchr2(b'\n', b'\r', &region[start..]).unwrap_or(0)
-            };
-            let next = end + 1;
-            if region[end] == b'\r' {
-                if next == region.len() {
-                    // The byte after this CR is the first of the next chunk, unless the chunk
-                    // the region came from went on with an incomplete line.
-                    self.skip_lf = !self.tail_follows;
-                    self.pos = next;
-                } else if region[next] == b'\n' {
-                    self.pos = next + 1;
-                } else {
-                    self.pos = next;
-                }
-            } else {
-                self.pos = next;
-            }
-            if end - start > self.limits.max_line {
-                return Some(self.fail(DecodeError::LineTooLong {
-                    limit: self.limits.max_line,
-                }));
-            }
-            if let Some(out) = self.interpret_line(region, start, end) {
-                return Some(out);
-            }
-        }
-        None
-    }
-
-    fn fail(&mut self, error: DecodeError) -> Result<Event, DecodeError> {
-        self.reset_event();
-        self.skipping_event = true;
-        Err(error)
-    }
-
-    /// One line, `region[start..end]` without its terminator.
-    fn interpret_line(
-        &mut self,
-        region: &Bytes,
-        start: usize,
-        end: usize,
-    ) -> Option<Result<Event, DecodeError>> {
-        let line = &region[start..end];
-        if line.is_empty() {
-            if self.skipping_event {
-                self.skipping_event = false;
-                return None;
-            }
-            return self.dispatch().map(Ok);
-        }
-        if self.skipping_event || line[0] == b':' {
-            return None;
-        }
-        let (name, value_start) = match memchr::memchr(b':', line) {
-            Some(colon) => {
-                let mut value = start + colon + 1;
-                if value < end && region[value] == b' ' {
-                    value += 1;
-                }
-                (&line[..colon], value)
-            }
-            None => (line, end),
-        };
-        match name {
-            b"data" => {
-                let added = end - value_start + usize::from(!matches!(self.data, Data::Empty));
-                self.event_size += added;
-                if self.event_size > self.limits.max_event {
-                    return Some(self.fail(DecodeError::EventTooLarge {
-                        limit: self.limits.max_event,
-                    }));
-                }
-                let valid = self.region_valid || is_utf8(&region[value_start..end]);
-                self.data = match std::mem::take(&mut self.data) {
-                    Data::Empty => Data::One(region.slice(value_start..end), valid),
-                    Data::One(first, first_valid) => {
-                        let mut joined = Vec::with_capacity(first.len() + 1 + end - value_start);
-                        joined.extend_from_slice(&first);
-                        joined.push(b'\n');
-                        joined.extend_from_slice(&region[value_start..end]);
-                        Data::Many(joined, first_valid && valid)
-                    }
-                    Data::Many(mut joined, all_valid) => {
-                        joined.push(b'\n');
-                        joined.extend_from_slice(&region[value_start..end]);
-                        Data::Many(joined, all_valid && valid)
-                    }
-                };
-            }
-            b"event" => {
-                let value = self.text(region, value_start, end);
-                self.event_size =
-                    self.event_size - self.event_type.as_ref().map_or(0, |t| t.len()) + value.len();
-                if self.event_size > self.limits.max_event {
-                    return Some(self.fail(DecodeError::EventTooLarge {
-                        limit: self.limits.max_event,
-                    }));
-                }
-                self.event_type = Some(value);
-            }
-            b"id" => {
-                if memchr::memchr(0, &region[value_start..end]).is_none() {
-                    self.id_buffer = self.text(region, value_start, end);
-                }
-            }
-            b"retry" => {
-                let value = &region[value_start..end];
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    let ms = value.iter().fold(0u64, |ms, d| {
-                        ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-                    });
-                    self.retry = Some(ms);
-                }
-            }
-            _ => {}
-        }
-        None
-    }
-
-    /// `region[start..end]` as text: a view when valid, U+FFFD-replaced otherwise.
-    fn text(&self, region: &Bytes, start: usize, end: usize) -> Utf8Bytes {
-        to_text(region.slice(start..end), self.region_valid)
-    }
-
-    /// WHATWG "dispatch the event".
-    fn dispatch(&mut self) -> Option<Event> {
-        self.last_event_id = self.id_buffer.clone();
-        let data = match std::mem::take(&mut self.data) {
-            Data::Empty => {
-                self.reset_event();
-                return None;
-            }
-            Data::One(bytes, valid) => to_text(bytes, valid),
-            Data::Many(joined, valid) => to_text(Bytes::from(joined), valid),
-        };
-        let event_type = match self.event_type.take() {
-            Some(t) if !t.is_empty() => t,
-            _ => MESSAGE,
-        };
-        self.event_size = 0;
-        Some(Event {
-            event_type,
-            data,
-            last_event_id: self.last_event_id.clone(),
-        })
-    }
-
-    fn reset_event(&mut self) {
-        self.data = Data::Empty;
-        self.event_type = None;
-        self.event_size = 0;
     }
 
     /// Moves the next complete lines from the queue into `region`. Returns `false` when the
@@ -519,10 +366,10 @@ impl Decoder {
             } else {
                 match memchr::memchr2(b'\n', b'\r', &chunk) {
                     Some(end) => {
-                        if self.partial.len() + end > self.limits.max_line {
+                        if self.partial.len() + end > self.b.limits.max_line {
                             self.partial = BytesMut::new();
                             self.deferred = Some(DecodeError::LineTooLong {
-                                limit: self.limits.max_line,
+                                limit: self.b.limits.max_line,
                             });
                             self.consume_line_end(&mut chunk, end);
                             if !chunk.is_empty() {
@@ -552,21 +399,30 @@ impl Decoder {
         false
     }
 
+    /// Makes `region` (which ends with a line terminator) the lines to interpret next. A
+    /// `single` region is one line joined from `partial`, already known to hold no other
+    /// terminator, so it is not searched again.
     fn set_region(&mut self, region: Bytes, single: bool) {
         self.region_valid = is_utf8(&region);
+        self.ends.clear();
+        if single {
+            self.ends.push(region.len() - 1);
+        } else {
+            line_ends(&region, &mut self.ends);
+        }
+        self.next_end = 0;
         self.region = region;
-        self.region_single = single;
         self.pos = 0;
     }
 
     /// Adds bytes without a line terminator to the incomplete line, or starts discarding it
     /// if it grows past the line limit.
     fn append_partial(&mut self, bytes: &[u8]) {
-        if self.partial.len() + bytes.len() > self.limits.max_line {
+        if self.partial.len() + bytes.len() > self.b.limits.max_line {
             self.partial = BytesMut::new();
             self.discarding_line = true;
             self.deferred = Some(DecodeError::LineTooLong {
-                limit: self.limits.max_line,
+                limit: self.b.limits.max_line,
             });
         } else {
             self.partial.extend_from_slice(bytes);
@@ -607,6 +463,196 @@ impl Decoder {
     }
 }
 
+/// The event being built and the state that outlives events (WHATWG's buffers).
+#[derive(Debug)]
+struct Builder {
+    limits: Limits,
+    /// Ignoring fields until the next blank line (after a limit was hit).
+    skipping_event: bool,
+    data: Data,
+    event_size: usize,
+    event_type: Option<Utf8Bytes>,
+    id_buffer: Utf8Bytes,
+    last_event_id: Utf8Bytes,
+    retry: Option<u64>,
+}
+
+impl Builder {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            skipping_event: false,
+            data: Data::Empty,
+            event_size: 0,
+            event_type: None,
+            id_buffer: Utf8Bytes::new(),
+            last_event_id: Utf8Bytes::new(),
+            retry: None,
+        }
+    }
+
+    /// Drops the event in progress and ignores fields up to the next blank line.
+    fn fail(&mut self, error: DecodeError) -> DecodeError {
+        self.reset_event();
+        self.skipping_event = true;
+        error
+    }
+
+    /// One line, `region[start..end]` without its terminator; `valid` says the whole region
+    /// is UTF-8.
+    #[inline]
+    fn line(
+        &mut self,
+        region: &Bytes,
+        valid: bool,
+        start: usize,
+        end: usize,
+    ) -> Option<Result<Event, DecodeError>> {
+        let line = &region[start..end];
+        if line.is_empty() {
+            if self.skipping_event {
+                self.skipping_event = false;
+                return None;
+            }
+            return self.dispatch().map(Ok);
+        }
+        if self.skipping_event || line[0] == b':' {
+            return None;
+        }
+        // Every field name we act on is at most 5 bytes ("retry"), so the colon that matters is
+        // among the first 6 bytes; a longer name is unknown and ignored either way.
+        let colon = line[..line.len().min(6)].iter().position(|&b| b == b':');
+        let (name, value_start) = match colon {
+            Some(colon) => {
+                let mut value = start + colon + 1;
+                if value < end && region[value] == b' ' {
+                    value += 1;
+                }
+                (&line[..colon], value)
+            }
+            None if line.len() <= 5 => (line, end),
+            None => return None,
+        };
+        match name {
+            b"data" => {
+                self.event_size +=
+                    end - value_start + usize::from(!matches!(self.data, Data::Empty));
+                if self.event_size > self.limits.max_event {
+                    let limit = self.limits.max_event;
+                    return Some(Err(self.fail(DecodeError::EventTooLarge { limit })));
+                }
+                let value = &region[value_start..end];
+                let valid = valid || is_utf8(value);
+                self.data = match std::mem::take(&mut self.data) {
+                    Data::Empty => Data::One(region.slice(value_start..end), valid),
+                    Data::One(first, first_valid) => {
+                        let mut joined = Vec::with_capacity(first.len() + 1 + value.len());
+                        joined.extend_from_slice(&first);
+                        joined.push(b'\n');
+                        joined.extend_from_slice(value);
+                        Data::Many(joined, first_valid && valid)
+                    }
+                    Data::Many(mut joined, all_valid) => {
+                        joined.push(b'\n');
+                        joined.extend_from_slice(value);
+                        Data::Many(joined, all_valid && valid)
+                    }
+                };
+            }
+            b"event" => {
+                let value = to_text(region.slice(value_start..end), valid);
+                self.event_size =
+                    self.event_size - self.event_type.as_ref().map_or(0, |t| t.len()) + value.len();
+                if self.event_size > self.limits.max_event {
+                    let limit = self.limits.max_event;
+                    return Some(Err(self.fail(DecodeError::EventTooLarge { limit })));
+                }
+                self.event_type = Some(value);
+            }
+            b"id" if memchr::memchr(0, &region[value_start..end]).is_none() => {
+                self.id_buffer = to_text(region.slice(value_start..end), valid);
+            }
+            b"retry"
+                if value_start < end && region[value_start..end].iter().all(u8::is_ascii_digit) =>
+            {
+                let ms = region[value_start..end].iter().fold(0u64, |ms, d| {
+                    ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                self.retry = Some(ms);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// WHATWG "dispatch the event".
+    #[inline]
+    fn dispatch(&mut self) -> Option<Event> {
+        self.last_event_id = cheap_clone(&self.id_buffer);
+        let data = match std::mem::take(&mut self.data) {
+            Data::Empty => {
+                self.reset_event();
+                return None;
+            }
+            Data::One(bytes, valid) => to_text(bytes, valid),
+            Data::Many(joined, valid) => to_text(Bytes::from(joined), valid),
+        };
+        let event_type = match self.event_type.take() {
+            Some(t) if !t.is_empty() => t,
+            _ => MESSAGE,
+        };
+        self.event_size = 0;
+        Some(Event {
+            event_type,
+            data,
+            last_event_id: cheap_clone(&self.last_event_id),
+        })
+    }
+
+    fn reset_event(&mut self) {
+        self.data = Data::Empty;
+        self.event_type = None;
+        self.event_size = 0;
+    }
+}
+
+/// Appends the position of every CR and LF in `hay` to `out`, eight bytes per step
+/// (SWAR: a zero byte of `word ^ pattern` marks a match, found without false positives).
+fn line_ends(hay: &[u8], out: &mut Vec<usize>) {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const LF: u64 = 0x0A0A_0A0A_0A0A_0A0A;
+    const CR: u64 = 0x0D0D_0D0D_0D0D_0D0D;
+    #[inline(always)]
+    fn zero_bytes(v: u64) -> u64 {
+        !(((v & LOW7) + LOW7) | v | LOW7)
+    }
+    let mut words = hay.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let mut m = zero_bytes(x ^ LF) | zero_bytes(x ^ CR);
+        while m != 0 {
+            out.push(base + m.trailing_zeros() as usize / 8);
+            m &= m - 1;
+        }
+        base += 8;
+    }
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b == b'\n' || b == b'\r' {
+            out.push(base + i);
+        }
+    }
+}
+
+/// Clones, skipping the vtable call for the (common) empty value.
+fn cheap_clone(s: &Utf8Bytes) -> Utf8Bytes {
+    if s.is_empty() {
+        Utf8Bytes::new()
+    } else {
+        s.clone()
+    }
+}
+
 fn is_utf8(bytes: &[u8]) -> bool {
     simdutf8::basic::from_utf8(bytes).is_ok()
 }
@@ -631,6 +677,23 @@ mod tests {
                 Ok(None) => return out,
                 Err(e) => out.push(Err(e)),
             }
+        }
+    }
+
+    #[test]
+    fn line_ends_finds_every_cr_and_lf() {
+        let mut input = Vec::new();
+        for i in 0..300u32 {
+            input.push([b'a', b'\n', b'\r', 0x8A, 0x8D, 0xFF, 0, b':'][(i * 7 % 8) as usize]);
+        }
+        for start in 0..9 {
+            let hay = &input[start..];
+            let mut got = Vec::new();
+            line_ends(hay, &mut got);
+            let want: Vec<usize> = (0..hay.len())
+                .filter(|&i| hay[i] == b'\n' || hay[i] == b'\r')
+                .collect();
+            assert_eq!(got, want);
         }
     }
 

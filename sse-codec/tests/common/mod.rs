@@ -6,13 +6,13 @@ use serde_json::Value;
 use std::sync::OnceLock;
 
 /// One vector.
-pub struct Case {
-    pub name: String,
-    pub chunks: Vec<Vec<u8>>,
-    pub events: Vec<(String, String, String)>,
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) chunks: Vec<Vec<u8>>,
+    pub(crate) events: Vec<(String, String, String)>,
     /// `Some(None)`: the vector expects no valid retry; `None`: not checked.
-    pub retry: Option<Option<u64>>,
-    pub last_event_id_header: Option<String>,
+    pub(crate) retry: Option<Option<u64>>,
+    pub(crate) last_event_id_header: Option<String>,
 }
 
 fn base64(s: &str) -> Vec<u8> {
@@ -50,7 +50,7 @@ fn string_of(v: &Value) -> String {
     String::from_utf8(bytes_of(v)).unwrap()
 }
 
-pub fn vectors() -> &'static [Case] {
+pub(crate) fn vectors() -> &'static [Case] {
     static CASES: OnceLock<Vec<Case>> = OnceLock::new();
     CASES.get_or_init(|| {
         let path = concat!(
@@ -96,7 +96,7 @@ pub fn vectors() -> &'static [Case] {
 }
 
 /// Decodes `chunks` in order; returns the events, the final Last-Event-ID and retry.
-pub fn decode_chunks<'a>(
+pub(crate) fn decode_chunks<'a>(
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> (Vec<(String, String, String)>, String, Option<u64>) {
     let mut d = Decoder::new();
@@ -145,7 +145,7 @@ fn check(case: &Case, how: &str, got: (Vec<(String, String, String)>, String, Op
     }
 }
 
-pub fn check_vector(name: &str) {
+pub(crate) fn check_vector(name: &str) {
     let case = vectors().iter().find(|c| c.name == name).expect("vector");
     check(
         case,
