@@ -38,6 +38,9 @@ impl MaskSource {
     }
 }
 
+/// Allocation unit of the client-role masking arena.
+const ARENA_CHUNK: usize = 64 * 1024;
+
 /// Most automatic pongs kept unsent (each at most 131 bytes): 64, so that a burst of pings is
 /// answered one for one (as peers and Autobahn 2.10 expect) while a ping flood cannot grow the
 /// queue without bound.
@@ -47,6 +50,8 @@ pub(crate) const MAX_PENDING_PONGS: usize = 64;
 pub(super) struct SendQueue {
     role: Role,
     masks: MaskSource,
+    /// Client role: masked payload copies are carved from this buffer.
+    arena: BytesMut,
     /// Data frames and user control frames, in order.
     queue: VecDeque<Transmit>,
     /// Bytes in `queue`.
@@ -68,6 +73,7 @@ impl SendQueue {
         SendQueue {
             role,
             masks: MaskSource::new(),
+            arena: BytesMut::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             pongs: VecDeque::new(),
@@ -94,7 +100,12 @@ impl SendQueue {
             },
             Role::Client => {
                 let key = self.masks.next_key();
-                let mut owned = BytesMut::from(&payload[..]);
+                // mask into a shared arena: one allocation per ARENA_CHUNK bytes, not per frame
+                if self.arena.capacity() - self.arena.len() < payload.len() {
+                    self.arena = BytesMut::with_capacity(payload.len().max(ARENA_CHUNK));
+                }
+                self.arena.extend_from_slice(&payload);
+                let mut owned = self.arena.split();
                 apply_mask(&mut owned, key, 0);
                 Transmit {
                     head: FrameHeader {
