@@ -382,7 +382,7 @@ impl Decoder {
                         if !rest.is_empty() {
                             self.queue.push_front(rest);
                         }
-                        let line = std::mem::take(&mut self.partial).freeze();
+                        let line = self.partial.split().freeze();
                         self.set_region(line, true);
                         self.tail_follows = false;
                         return true;
@@ -408,7 +408,7 @@ impl Decoder {
         if single {
             self.ends.push(region.len() - 1);
         } else {
-            line_ends(&region, &mut self.ends);
+            crate::scan::for_each_line_end(&region, |i| self.ends.push(i));
         }
         self.next_end = 0;
         self.region = region;
@@ -616,34 +616,6 @@ impl Builder {
     }
 }
 
-/// Appends the position of every CR and LF in `hay` to `out`, eight bytes per step
-/// (SWAR: a zero byte of `word ^ pattern` marks a match, found without false positives).
-fn line_ends(hay: &[u8], out: &mut Vec<usize>) {
-    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    const LF: u64 = 0x0A0A_0A0A_0A0A_0A0A;
-    const CR: u64 = 0x0D0D_0D0D_0D0D_0D0D;
-    #[inline(always)]
-    fn zero_bytes(v: u64) -> u64 {
-        !(((v & LOW7) + LOW7) | v | LOW7)
-    }
-    let mut words = hay.chunks_exact(8);
-    let mut base = 0;
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        let mut m = zero_bytes(x ^ LF) | zero_bytes(x ^ CR);
-        while m != 0 {
-            out.push(base + m.trailing_zeros() as usize / 8);
-            m &= m - 1;
-        }
-        base += 8;
-    }
-    for (i, &b) in words.remainder().iter().enumerate() {
-        if b == b'\n' || b == b'\r' {
-            out.push(base + i);
-        }
-    }
-}
-
 /// Clones, skipping the vtable call for the (common) empty value.
 fn cheap_clone(s: &Utf8Bytes) -> Utf8Bytes {
     if s.is_empty() {
@@ -677,23 +649,6 @@ mod tests {
                 Ok(None) => return out,
                 Err(e) => out.push(Err(e)),
             }
-        }
-    }
-
-    #[test]
-    fn line_ends_finds_every_cr_and_lf() {
-        let mut input = Vec::new();
-        for i in 0..300u32 {
-            input.push([b'a', b'\n', b'\r', 0x8A, 0x8D, 0xFF, 0, b':'][(i * 7 % 8) as usize]);
-        }
-        for start in 0..9 {
-            let hay = &input[start..];
-            let mut got = Vec::new();
-            line_ends(hay, &mut got);
-            let want: Vec<usize> = (0..hay.len())
-                .filter(|&i| hay[i] == b'\n' || hay[i] == b'\r')
-                .collect();
-            assert_eq!(got, want);
         }
     }
 

@@ -207,8 +207,10 @@ fn write_field(dst: &mut BytesMut, name: &[u8], value: &str) {
 fn write_lines(dst: &mut BytesMut, prefix: &[u8], text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
-    while let Some(i) = memchr::memchr2(b'\n', b'\r', &bytes[start..]) {
-        let end = start + i;
+    crate::scan::for_each_line_end(bytes, |end| {
+        if end < start {
+            return; // the LF of a CRLF already written
+        }
         dst.extend_from_slice(prefix);
         dst.extend_from_slice(&bytes[start..end]);
         dst.put_u8(b'\n');
@@ -217,7 +219,7 @@ fn write_lines(dst: &mut BytesMut, prefix: &[u8], text: &str) {
         } else {
             end + 1
         };
-    }
+    });
     dst.extend_from_slice(prefix);
     dst.extend_from_slice(&bytes[start..]);
     dst.put_u8(b'\n');

@@ -58,6 +58,7 @@ mod encode;
 mod eventsource;
 #[doc(hidden)]
 pub mod fuzz;
+mod scan;
 mod utf8;
 
 pub use decode::{DecodeError, Decoder, Event, Limits};
