@@ -1,3 +1,177 @@
 //! An agent server speaking the Cloudflare Agents protocol over WebSocket and SSE.
 //!
-//! Work in progress: see the workspace README.
+//! Write an [`Agent`]; the [`Server`] routes `/{prefix}/{namespace}/{name}` to one instance per
+//! (class, name), created on first use, that handles its events one at a time in arrival order
+//! (like a Durable Object). The unmodified JavaScript `AgentClient` / `useAgent` / `agentFetch`
+//! talk to it as to the reference server: connect sequence (identity, state, MCP servers), state
+//! sync with validation and readonly connections, RPC with streaming, broadcast, tags,
+//! `onRequest` and SSE with resume, hibernation.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use agentwire::{Agent, Call, Connection, Context, Message, Reply, RpcError, Server, Storage};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Count { count: i64 }
+//!
+//! struct Counter;
+//!
+//! impl Agent for Counter {
+//!     type State = Count;
+//!
+//!     fn initial_state(&self) -> Option<Count> { Some(Count { count: 0 }) }
+//!
+//!     async fn on_call(&mut self, cx: &mut Context<Self>, call: Call) -> Result<Reply, RpcError> {
+//!         match call.method() {
+//!             "increment" => {
+//!                 let by: i64 = call.arg_or(0, 1)?;
+//!                 let count = cx.state().map_or(0, |s| s.count) + by;
+//!                 cx.set_state(Count { count })?; // persisted, then broadcast to every client
+//!                 Reply::json(&count)
+//!             }
+//!             "countdown" => {
+//!                 let stream = call.stream();
+//!                 for i in (1..=call.arg_or(0, 3i64)?).rev() { stream.send(&i)?; }
+//!                 Reply::json("liftoff")
+//!             }
+//!             _ => Err(RpcError::NoSuchMethod),
+//!         }
+//!     }
+//!
+//!     async fn on_message(&mut self, _cx: &mut Context<Self>, conn: &Connection, msg: Message)
+//!         -> Result<(), agentwire::BoxError> {
+//!         conn.send(msg)?; // echo
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let server = Server::builder()
+//!         .agent("Counter", |_name| Counter) // ws://host/agents/counter/{name}
+//!         .storage(Storage::sqlite("./data"))
+//!         .build();
+//!     server.serve(tokio::net::TcpListener::bind("127.0.0.1:8787").await?).await
+//! }
+//! ```
+//!
+//! The complete test agent of the interop suite is `examples/counter.rs`
+//! (`cargo run --release -p agentwire --example counter -- --addr 127.0.0.1:8787 --data DIR`).
+//!
+//! # The model
+//!
+//! | upstream (`agents`) | here |
+//! | --- | --- |
+//! | `onStart` | [`Agent::on_start`] (again after hibernation) |
+//! | `onConnect(conn, ctx)` | [`Agent::on_connect`] (reject with [`Reject`]) |
+//! | `onMessage` | [`Agent::on_message`] (non-protocol text, binary) |
+//! | `@callable()` methods | [`Agent::on_call`] (match on the method name) |
+//! | `onClose`, `onError` | [`Agent::on_close`], [`Agent::on_error`] |
+//! | `onRequest` | [`Agent::on_request`] (`http::Request<Bytes>`) |
+//! | `initialState`, `state`, `setState` | [`Agent::initial_state`], [`Context::state`], [`Context::set_state`] |
+//! | `validateStateChange`, `onStateChanged` | [`Agent::validate_state`], [`Agent::on_state_update`] |
+//! | `shouldConnectionBeReadonly`, `shouldSendProtocolMessages`, `getConnectionTags` | [`Agent::connection_readonly`], [`Agent::connection_protocol_messages`], [`Agent::connection_tags`] |
+//! | `broadcast`, `getConnections(tag)`, `getConnection(id)` | [`Context::broadcast`], [`Context::connections_tagged`], [`Context::connection`] |
+//! | `connection.setState/state/send/close` | [`Connection`] |
+//! | `this.sql` | [`Context::sql`] (the instance's own SQLite database) |
+//!
+//! Client state writes are refused unless [`Agent::validate_state`] accepts them (the default
+//! refuses every client write).
+//!
+//! # Limits and defaults
+//!
+//! | setting | default | on excess |
+//! | --- | --- | --- |
+//! | [`Limits::max_queued_bytes`] (per connection, outbound) | 16 MiB | the connection is closed with `1008` |
+//! | [`Limits::instance_queue`] (events per instance) | 1,024 | senders wait (the sockets concerned stop being read) |
+//! | [`Limits::max_request_body`] | 1 MiB | `413` |
+//! | [`Limits::idle_timeout`] | 10 s | the idle instance is evicted (hibernation); sockets stay open |
+//! | [`Limits::ws`] `max_message` / `max_frame_payload` | 1 MiB | close `1009` for that socket only |
+//! | [`Limits::max_tags`] | 10 (incl. the id) | setup error: close `1011` |
+//! | [`Limits::sse_log_len`] (events kept per SSE stream) | 1,000 | oldest dropped |
+//! | [`sse::DEFAULT_QUEUE`] (chunks per SSE response) | 256 | subscriber dropped; it resumes with `Last-Event-ID` |
+//! | [`Limits::shutdown_grace`] | 5 s | remaining tasks are abandoned |
+//! | [`Limits::connect_pacing`] | 2 ms between connect frames | — |
+//!
+//! # Tracing
+//!
+//! Each instance runs in an `agent{agent, name}` span and each socket in a `ws{id}` span;
+//! rejected state updates are logged at `info`, hook errors at `error` (the default
+//! [`Agent::on_error`]), overflowing connections at `warn`.
+//!
+//! # Storage
+//!
+//! [`Storage::sqlite`] keeps one database per instance under a data directory; a state update
+//! is committed before it is broadcast or acknowledged. [`Storage::memory`] is for tests.
+
+mod agent;
+pub mod body;
+mod connection;
+mod instance;
+mod server;
+pub mod sse;
+mod store;
+mod ws;
+
+pub use agent::{
+    Agent, BoxError, Call, Context, Reject, Reply, RpcError, RpcStream, StateError, StateSource,
+};
+pub use body::Body;
+pub use connection::{Closed, Connection, Message};
+pub use instance::InstanceInfo;
+pub use server::{Server, ServerBuilder};
+pub use store::{Storage, StoreError, StoredEvent};
+
+pub use agentwire_protocol as protocol;
+pub use agentwire_ws::Config as WsConfig;
+
+use std::time::Duration;
+
+/// Limits and timeouts of a [`Server`]; see the table in the crate docs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of outbound messages a connection may have queued before it is closed with
+    /// `1008` (a client that stopped reading). Default 16 MiB.
+    pub max_queued_bytes: usize,
+    /// Events an instance may have queued before senders wait. Default 1,024.
+    pub instance_queue: usize,
+    /// Largest accepted HTTP request body. Default 1 MiB.
+    pub max_request_body: usize,
+    /// Idle time after which an instance is evicted from memory (its sockets stay open);
+    /// `None` never evicts. Default 10 s, like upstream.
+    pub idle_timeout: Option<Duration>,
+    /// WebSocket settings (default: `agentwire-ws` defaults with 1 MiB messages and frames).
+    pub ws: WsConfig,
+    /// Most tags per connection, the id included. Default 10.
+    pub max_tags: usize,
+    /// Events kept per SSE stream log. Default 1,000.
+    pub sse_log_len: usize,
+    /// How long a graceful shutdown waits for sockets and requests. Default 5 s.
+    pub shutdown_grace: Duration,
+    /// The connect frames (identity, state, MCP servers) are written one by one, each this
+    /// long after the previous write (the first after the `101`), as they reach clients of the
+    /// reference server: a client that sends on `open`, or on `ready` (which the state frame
+    /// resolves), is then not raced by the frames that follow. `None` writes them at once.
+    /// Default 2 ms.
+    pub connect_pacing: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_queued_bytes: 16 << 20,
+            instance_queue: 1024,
+            max_request_body: 1 << 20,
+            idle_timeout: Some(Duration::from_secs(10)),
+            ws: WsConfig::default()
+                .with_max_message(1 << 20)
+                .with_max_frame_payload(1 << 20),
+            max_tags: 10,
+            sse_log_len: sse::DEFAULT_LOG_LEN,
+            shutdown_grace: Duration::from_secs(5),
+            connect_pacing: Some(Duration::from_millis(2)),
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! One actor task per agent instance: events one at a time, in arrival order.
+
+use crate::agent::{encode_reply, Agent, BoxError, Call, Context, Loaded, Reject, StateSource};
+use crate::body::{response, Body};
+use crate::connection::{Connection, Message};
+use crate::store::Storage;
+use crate::Limits;
+use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessage, Utf8Bytes};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+/// An event for an instance.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Connect {
+        conn: Connection,
+        parts: Arc<http::request::Parts>,
+        reply: oneshot::Sender<Option<Response<Body>>>,
+    },
+    Text {
+        conn: Connection,
+        text: Utf8Bytes,
+    },
+    Binary {
+        conn: Connection,
+        data: Bytes,
+    },
+    Close {
+        conn: Connection,
+        code: u16,
+        reason: String,
+        clean: bool,
+    },
+    Request {
+        req: Box<Request<Bytes>>,
+        reply: oneshot::Sender<Response<Body>>,
+    },
+    Stats {
+        reply: oneshot::Sender<InstanceInfo>,
+    },
+}
+
+/// What an instance holds (diagnostics; see [`Server::instance_info`](crate::Server::instance_info)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InstanceInfo {
+    /// Whether the agent value is in memory (`false`: never started, or hibernating).
+    pub awake: bool,
+    /// Open connections.
+    pub connections: usize,
+    /// How many times the instance started (first start and every wake from hibernation).
+    pub starts: u64,
+}
+
+/// A registered agent class, with its type erased.
+pub(crate) trait Class: Send + Sync {
+    fn namespace(&self) -> &str;
+    fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd>;
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    pub(crate) storage: Storage,
+    pub(crate) limits: Limits,
+}
+
+pub(crate) struct ClassImpl<A, F> {
+    pub(crate) namespace: String,
+    pub(crate) factory: Arc<F>,
+    pub(crate) _agent: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A, F> Class for ClassImpl<A, F>
+where
+    A: Agent,
+    F: Fn(&str) -> A + Send + Sync + 'static,
+{
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd> {
+        let (tx, rx) = mpsc::channel(env.limits.instance_queue.max(1));
+        let factory = self.factory.clone();
+        let span = tracing::info_span!("agent", agent = %self.namespace, name = %name);
+        let cx = Context::<A> {
+            name: Arc::from(name),
+            namespace: Arc::from(self.namespace.as_str()),
+            conns: HashMap::new(),
+            store: None,
+            state: None,
+            current: None,
+            changed: VecDeque::new(),
+            sse: HashMap::new(),
+            sse_log_len: env.limits.sse_log_len,
+        };
+        let actor = Actor {
+            starts: 0,
+            agent: None,
+            cx,
+            factory: Box::new(move |n: &str| factory(n)),
+            env,
+        };
+        tokio::spawn(actor.run(rx).instrument(span));
+        tx
+    }
+}
+
+struct Actor<A: Agent> {
+    starts: u64,
+    agent: Option<A>,
+    cx: Context<A>,
+    factory: Box<dyn Fn(&str) -> A + Send + Sync>,
+    env: Env,
+}
+
+impl<A: Agent> Actor<A> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        loop {
+            let cmd = match self.env.limits.idle_timeout {
+                Some(idle) if self.agent.is_some() => {
+                    match tokio::time::timeout(idle, rx.recv()).await {
+                        Ok(cmd) => cmd,
+                        Err(_) => {
+                            self.maybe_hibernate();
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.recv().await,
+            };
+            let Some(cmd) = cmd else { break };
+            self.handle(cmd).await;
+            self.notify_state_changes().await;
+        }
+    }
+
+    /// Drops the agent value, its loaded state and the database handle; connections stay.
+    fn maybe_hibernate(&mut self) {
+        for subs in self.cx.sse.values_mut() {
+            subs.retain(|s| !s.is_closed());
+        }
+        self.cx.sse.retain(|_, v| !v.is_empty());
+        if !self.cx.sse.is_empty() {
+            return; // live SSE responses keep the instance awake
+        }
+        tracing::debug!(connections = self.cx.conns.len(), "hibernating");
+        self.agent = None;
+        self.cx.state = None;
+        self.cx.store = None;
+        self.cx.conns.shrink_to_fit();
+    }
+
+    /// Starts (or wakes) the instance: open storage, load state, announce MCP servers to the
+    /// sockets that stayed open, then `on_start`.
+    async fn wake(&mut self) -> Result<(), BoxError> {
+        if self.agent.is_some() {
+            return Ok(());
+        }
+        let store = self.env.storage.open(&self.cx.namespace, &self.cx.name)?;
+        let mut agent = (self.factory)(&self.cx.name);
+        self.starts += 1;
+        let from_store = match store.load_state()? {
+            Some(json) => {
+                let raw = RawJson::from_string(json)?;
+                match raw.deserialize::<A::State>() {
+                    Ok(value) => Some(loaded(value, raw)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "stored state does not fit the agent's state type; using the initial state");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let loaded = match from_store {
+            Some(l) => Some(l),
+            None => match agent.initial_state() {
+                Some(s) => {
+                    let raw = RawJson::from_serialize(&s)?;
+                    store.save_state(raw.get())?;
+                    Some(loaded(s, raw))
+                }
+                None => None,
+            },
+        };
+        self.cx.store = Some(store);
+        self.cx.state = loaded;
+        self.cx
+            .broadcast_protocol(&ServerMessage::empty_mcp_servers().encode());
+        self.cx.current = None;
+        if let Err(e) = agent.on_start(&mut self.cx).await {
+            agent.on_error(&mut self.cx, None, &e).await;
+        }
+        self.agent = Some(agent);
+        Ok(())
+    }
+
+    async fn handle(&mut self, cmd: Cmd) {
+        if let Cmd::Stats { reply } = cmd {
+            let _ = reply.send(InstanceInfo {
+                awake: self.agent.is_some(),
+                connections: self.cx.conns.len(),
+                starts: self.starts,
+            });
+            return;
+        }
+        if let Err(e) = self.wake().await {
+            tracing::error!(error = %e, "agent instance failed to start");
+            match cmd {
+                Cmd::Connect { reply, .. } => {
+                    let _ = reply.send(Some(response::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    )));
+                }
+                Cmd::Request { reply, .. } => {
+                    let _ = reply.send(response::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    ));
+                }
+                Cmd::Text { conn, .. } | Cmd::Binary { conn, .. } => {
+                    conn.close(1011, "agent failed to start");
+                }
+                Cmd::Close { conn, .. } => {
+                    self.cx.conns.remove(&conn.key());
+                }
+                Cmd::Stats { .. } => {}
+            }
+            return;
+        }
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let cx = &mut self.cx;
+        match cmd {
+            Cmd::Connect { conn, parts, reply } => {
+                let outcome = connect(agent, cx, &self.env.limits, conn, &parts).await;
+                let _ = reply.send(outcome);
+            }
+            Cmd::Text { conn, text } => {
+                if !cx.conns.contains_key(&conn.key()) {
+                    return; // closed meanwhile
+                }
+                match classify(&text) {
+                    Inbound::Protocol(ClientMessage::State { state }) => {
+                        client_state(agent, cx, &conn, state).await;
+                    }
+                    Inbound::Protocol(ClientMessage::Rpc(req)) => {
+                        let (id, method, args) = req.into_parts();
+                        let args = args.deserialize().unwrap_or_default();
+                        let call = Call {
+                            id: id.clone(),
+                            method: method.clone(),
+                            args,
+                            conn: conn.clone(),
+                        };
+                        cx.current = Some(conn.clone());
+                        let res = agent.on_call(cx, call).await;
+                        cx.current = None;
+                        let _ = conn.send_text(encode_reply(id, &method, res));
+                    }
+                    _ => {
+                        cx.current = Some(conn.clone());
+                        let r = agent
+                            .on_message(cx, &conn, Message::Text(text.clone()))
+                            .await;
+                        cx.current = None;
+                        if let Err(e) = r {
+                            agent.on_error(cx, Some(&conn), &e).await;
+                        }
+                    }
+                }
+            }
+            Cmd::Binary { conn, data } => {
+                if !cx.conns.contains_key(&conn.key()) {
+                    return;
+                }
+                cx.current = Some(conn.clone());
+                let r = agent.on_message(cx, &conn, Message::Binary(data)).await;
+                cx.current = None;
+                if let Err(e) = r {
+                    agent.on_error(cx, Some(&conn), &e).await;
+                }
+            }
+            Cmd::Close {
+                conn,
+                code,
+                reason,
+                clean,
+            } => {
+                conn.mark_closed();
+                if cx.conns.remove(&conn.key()).is_none() {
+                    return; // never accepted
+                }
+                if let Err(e) = agent.on_close(cx, &conn, code, &reason, clean).await {
+                    agent.on_error(cx, Some(&conn), &e).await;
+                }
+            }
+            Cmd::Request { req, reply } => {
+                cx.current = None;
+                let resp = match agent.on_request(cx, *req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        agent.on_error(cx, None, &e).await;
+                        response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                    }
+                };
+                let _ = reply.send(resp);
+            }
+            Cmd::Stats { .. } => {}
+        }
+    }
+
+    async fn notify_state_changes(&mut self) {
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        while let Some(source) = self.cx.changed.pop_front() {
+            let Some(state) = self.cx.state.as_ref().map(|l| l.value.clone()) else {
+                break;
+            };
+            if let Err(e) = agent
+                .on_state_update(&mut self.cx, &state, source.as_ref())
+                .await
+            {
+                agent.on_error(&mut self.cx, source.as_ref(), &e).await;
+            }
+        }
+    }
+}
+
+fn loaded<S>(value: S, raw: RawJson) -> Loaded<S> {
+    Loaded { value, raw }
+}
+
+/// The connect sequence: flags, tags, identity → state → MCP servers, register, `on_connect`.
+/// `None` means accepted (`101`); `Some` is the HTTP answer instead.
+async fn connect<A: Agent>(
+    agent: &mut A,
+    cx: &mut Context<A>,
+    limits: &Limits,
+    conn: Connection,
+    parts: &http::request::Parts,
+) -> Option<Response<Body>> {
+    conn.set_readonly(agent.connection_readonly(&conn, parts));
+    conn.set_protocol_messages(agent.connection_protocol_messages(&conn, parts));
+    let mut tags = vec![conn.id().to_owned()];
+    for t in agent.connection_tags(&conn, parts) {
+        if t != conn.id() && !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    if tags.len() > limits.max_tags || tags.iter().any(|t| t.is_empty() || t.chars().count() > 256)
+    {
+        tracing::warn!(id = conn.id(), "invalid connection tags");
+        let _ = conn.send_text(Utf8Bytes::from(
+            "{\"error\":\"invalid connection tags\"}".to_owned(),
+        ));
+        conn.close(1011, "Uncaught exception during session setup");
+        return None;
+    }
+    conn.set_tags(tags);
+    if conn.protocol_messages() {
+        let state = cx.state.as_ref();
+        let _ = conn.send_text(
+            ServerMessage::identity(
+                cx.name.to_string(),
+                cx.namespace.to_string(),
+                state.is_some(),
+            )
+            .encode(),
+        );
+        if let Some(s) = state {
+            let _ = conn.send_text(s.connect_frame());
+        }
+        let _ = conn.send_text(ServerMessage::empty_mcp_servers().encode());
+        conn.inner.connect_frames.store(
+            if state.is_some() { 3 } else { 2 },
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    cx.conns.insert(conn.key(), conn.clone());
+    cx.current = Some(conn.clone());
+    let r = agent.on_connect(cx, &conn, parts).await;
+    cx.current = None;
+    match r {
+        Ok(()) => None,
+        Err(Reject::Close(code, reason)) => {
+            conn.close(code, &reason);
+            None
+        }
+        Err(Reject::Http(resp)) => {
+            cx.conns.remove(&conn.key());
+            conn.mark_closed();
+            Some(resp)
+        }
+    }
+}
+
+/// A client's `cf_agent_state`: readonly → validate → persist → broadcast to the others.
+async fn client_state<A: Agent>(
+    agent: &mut A,
+    cx: &mut Context<A>,
+    conn: &Connection,
+    state: RawJson,
+) {
+    if conn.readonly() {
+        let _ = conn.send_text(ServerMessage::state_error_readonly().encode());
+        return;
+    }
+    let value = match state.deserialize::<A::State>() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(id = conn.id(), error = %e, "client state update rejected");
+            let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+            return;
+        }
+    };
+    if let Err(e) = A::validate_state(&value, StateSource::Client(conn)) {
+        tracing::info!(id = conn.id(), error = %e, "client state update rejected");
+        let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+        return;
+    }
+    if let Err(e) = cx.commit_state(value, state, Some(conn)) {
+        let e: BoxError = Box::new(e);
+        agent.on_error(cx, Some(conn), &e).await;
+        let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+    }
+}

@@ -1,0 +1,260 @@
+//! Persistence: one SQLite database per agent instance (like a Durable Object's storage).
+//!
+//! [`Storage::sqlite`] keeps a file per instance under a data directory
+//! (`{dir}/{namespace}/{instance}.sqlite`, the instance name percent-encoded);
+//! [`Storage::memory`] gives every instance a private in-memory database, for tests. Either way
+//! the agent reaches its own database through [`Context::sql`](crate::Context::sql), and the
+//! runtime keeps its own tables in it (`cf_agents_state`, `cf_agents_sse`).
+//!
+//! Every write is a committed transaction before the call returns (WAL journal,
+//! `synchronous=NORMAL`: durable against a process crash such as `kill -9`; use
+//! [`Storage::sqlite_full_sync`] for durability against power loss too).
+
+use rusqlite::{params, Connection as Db, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where instances keep their data.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    kind: Arc<Kind>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Memory,
+    Sqlite { dir: PathBuf, full_sync: bool },
+}
+
+/// A storage error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The data directory could not be created.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Storage {
+    /// A private in-memory database per instance; nothing survives the process. For tests.
+    pub fn memory() -> Self {
+        Self {
+            kind: Arc::new(Kind::Memory),
+        }
+    }
+
+    /// One SQLite file per instance under `dir` (created on demand).
+    pub fn sqlite(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: Arc::new(Kind::Sqlite {
+                dir: dir.into(),
+                full_sync: false,
+            }),
+        }
+    }
+
+    /// Like [`sqlite`](Self::sqlite) with `synchronous=FULL`: every commit is fsynced.
+    pub fn sqlite_full_sync(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: Arc::new(Kind::Sqlite {
+                dir: dir.into(),
+                full_sync: true,
+            }),
+        }
+    }
+
+    /// The data directory, if this is file storage.
+    pub fn dir(&self) -> Option<&Path> {
+        match &*self.kind {
+            Kind::Memory => None,
+            Kind::Sqlite { dir, .. } => Some(dir),
+        }
+    }
+
+    pub(crate) fn open(&self, namespace: &str, name: &str) -> Result<InstanceStore, StoreError> {
+        let db = match &*self.kind {
+            Kind::Memory => Db::open_in_memory()?,
+            Kind::Sqlite { dir, full_sync } => {
+                let dir = dir.join(file_name(namespace));
+                std::fs::create_dir_all(&dir)?;
+                let db = Db::open(dir.join(format!("{}.sqlite", file_name(name))))?;
+                db.pragma_update(None, "journal_mode", "WAL")?;
+                db.pragma_update(
+                    None,
+                    "synchronous",
+                    if *full_sync { "FULL" } else { "NORMAL" },
+                )?;
+                db.busy_timeout(std::time::Duration::from_secs(5))?;
+                db
+            }
+        };
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS cf_agents_state (id TEXT PRIMARY KEY NOT NULL, state TEXT);
+             CREATE TABLE IF NOT EXISTS cf_agents_sse (stream TEXT NOT NULL, id INTEGER NOT NULL,
+                 event TEXT, data TEXT NOT NULL, PRIMARY KEY (stream, id));",
+        )?;
+        Ok(InstanceStore { db })
+    }
+}
+
+/// A file name for a namespace or instance name: percent-encoding of everything except
+/// `[A-Za-z0-9_-]`, and a stable hash suffix instead of the tail when it gets long.
+fn file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push('%');
+    }
+    if out.len() > 160 {
+        // FNV-1a: stable across builds, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out.truncate(140);
+        while !out.is_char_boundary(out.len()) {
+            out.pop();
+        }
+        out.push_str(&format!("~{h:016x}"));
+    }
+    out
+}
+
+/// One instance's open database.
+#[derive(Debug)]
+pub(crate) struct InstanceStore {
+    pub(crate) db: Db,
+}
+
+/// One stored SSE event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event id (increasing per stream, starting at 1).
+    pub id: u64,
+    /// The event type, if any.
+    pub event: Option<String>,
+    /// The data.
+    pub data: String,
+}
+
+impl InstanceStore {
+    pub(crate) fn load_state(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT state FROM cf_agents_state WHERE id = 'STATE'",
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub(crate) fn save_state(&self, json: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO cf_agents_state (id, state) VALUES ('STATE', ?1)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            params![json],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn sse_append(
+        &self,
+        stream: &str,
+        event: Option<&str>,
+        data: &str,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        let tx = self.db.unchecked_transaction()?;
+        let last: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM cf_agents_sse WHERE stream = ?1",
+            params![stream],
+            |r| r.get(0),
+        )?;
+        let id = last + 1;
+        tx.execute(
+            "INSERT INTO cf_agents_sse (stream, id, event, data) VALUES (?1, ?2, ?3, ?4)",
+            params![stream, id, event, data],
+        )?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM cf_agents_sse WHERE stream = ?1 AND id <= ?2",
+            params![stream, id - keep],
+        )?;
+        tx.commit()?;
+        Ok(u64::try_from(id).unwrap_or(0))
+    }
+
+    pub(crate) fn sse_since(
+        &self,
+        stream: &str,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let mut stmt = self.db.prepare_cached(
+            "SELECT id, event, data FROM cf_agents_sse WHERE stream = ?1 AND id > ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![stream, after], |r| {
+            Ok(StoredEvent {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                event: r.get(1)?,
+                data: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(crate) fn sse_reset(&self, stream: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "DELETE FROM cf_agents_sse WHERE stream = ?1",
+            params![stream],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(file_name("golden"), "golden");
+        assert_eq!(file_name("hello world/.."), "hello%20world%2F%2E%2E");
+        assert_ne!(file_name("a b"), file_name("a%20b"));
+        let long = "x".repeat(400);
+        let f = file_name(&long);
+        assert!(f.len() < 200);
+        assert_ne!(f, file_name(&"x".repeat(401)));
+    }
+
+    #[test]
+    fn state_and_sse_log_round_trip() {
+        let s = Storage::memory().open("ns", "n").unwrap();
+        assert_eq!(s.load_state().unwrap(), None);
+        s.save_state("{\"count\":1}").unwrap();
+        s.save_state("{\"count\":2}").unwrap();
+        assert_eq!(s.load_state().unwrap().as_deref(), Some("{\"count\":2}"));
+        for i in 0..5 {
+            assert_eq!(
+                s.sse_append("t", Some("tick"), &i.to_string(), 3).unwrap(),
+                i + 1
+            );
+        }
+        let kept: Vec<u64> = s.sse_since("t", 0).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+        assert_eq!(s.sse_since("t", 4).unwrap()[0].data, "4");
+        s.sse_reset("t").unwrap();
+        assert!(s.sse_since("t", 0).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,242 @@
+//! The socket driver: one task per WebSocket drives the `agentwire-ws` machine.
+//!
+//! read → `handle_input` → events → the instance's queue; the connection's outbound queue →
+//! `send_*`; `poll_transmit` → vectored writes; `poll_timeout` → timer. The instance is never
+//! awaited for anything but queue space, and the instance never waits for a socket.
+
+use crate::connection::{Connection, Message, Out};
+use crate::instance::Cmd;
+use agentwire_ws::{CloseCode, Config, Connection as Ws, Event, Role};
+use bytes::{Buf, BytesMut};
+use std::io::IoSlice;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Frames gathered into one vectored write at most.
+const MAX_IOV: usize = 64;
+
+pub(crate) async fn drive<I>(
+    mut io: I,
+    conn: Connection,
+    mut out_rx: mpsc::UnboundedReceiver<Out>,
+    instance: mpsc::Sender<Cmd>,
+    config: Config,
+    pacing: Option<std::time::Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ws = Ws::new(Role::Server, config, Instant::now());
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut received_close: Option<(u16, String)> = None;
+    let mut sent_close: Option<(u16, String)> = None;
+    let mut out_open = true;
+    // The connect frames, each in its own write a little apart (as the reference server's
+    // arrive): a client that sends on `open` or on `ready` is not raced by the later frames.
+    if let Some(pace) = pacing {
+        let n = conn
+            .inner
+            .connect_frames
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..n {
+            tokio::time::sleep(pace).await;
+            if let Ok(out) = out_rx.try_recv() {
+                apply(&mut ws, &conn, out, &mut sent_close);
+            }
+            if write_pending(&mut ws, &mut io).await.is_err() {
+                ws.handle_eof(Instant::now());
+                break;
+            }
+        }
+    }
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        let _ = ws.close(
+            Instant::now(),
+            CloseCode::GOING_AWAY,
+            "server shutting down",
+        );
+    }
+    loop {
+        // 1. events → the instance
+        let mut finished = None;
+        while let Some(ev) = ws.poll_event() {
+            match ev {
+                Event::Text(text) => {
+                    let cmd = Cmd::Text {
+                        conn: conn.clone(),
+                        text,
+                    };
+                    if instance.send(cmd).await.is_err() {
+                        let _ = ws.close(Instant::now(), CloseCode::GOING_AWAY, "agent gone");
+                    }
+                }
+                Event::Binary(data) => {
+                    let cmd = Cmd::Binary {
+                        conn: conn.clone(),
+                        data,
+                    };
+                    if instance.send(cmd).await.is_err() {
+                        let _ = ws.close(Instant::now(), CloseCode::GOING_AWAY, "agent gone");
+                    }
+                }
+                Event::CloseReceived { code, reason } => {
+                    received_close = Some((
+                        code.map_or(CloseCode::NO_STATUS.0, |c| c.0),
+                        reason.as_str().to_owned(),
+                    ));
+                }
+                Event::Closed { clean, error, .. } => {
+                    if let Some(e) = &error {
+                        tracing::debug!(id = conn.id(), error = %e, "websocket closed abnormally");
+                    }
+                    finished = Some(clean);
+                }
+                _ => {}
+            }
+        }
+        // 2. transmit
+        if write_pending(&mut ws, &mut io).await.is_err() {
+            ws.handle_eof(Instant::now());
+            if finished.is_none() {
+                continue; // collect the Closed event
+            }
+        }
+        if let Some(clean) = finished {
+            conn.mark_closed();
+            let (code, reason) = received_close
+                .or(sent_close)
+                .unwrap_or((CloseCode::ABNORMAL.0, String::new()));
+            let _ = instance
+                .send(Cmd::Close {
+                    conn: conn.clone(),
+                    code,
+                    reason,
+                    clean,
+                })
+                .await;
+            let _ = io.shutdown().await;
+            return;
+        }
+        // 3. wait for input, output, a deadline or shutdown
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(8192);
+        }
+        let deadline = ws.poll_timeout();
+        tokio::select! {
+            biased;
+            _ = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                let _ = ws.close(Instant::now(), CloseCode::GOING_AWAY, "server shutting down");
+                sent_close.get_or_insert((CloseCode::GOING_AWAY.0, "server shutting down".into()));
+            }
+            out = out_rx.recv(), if out_open => match out {
+                Some(first) => {
+                    let mut next = Some(first);
+                    let mut n = 0;
+                    while let Some(out) = next.take() {
+                        apply(&mut ws, &conn, out, &mut sent_close);
+                        n += 1;
+                        if n < 256 {
+                            next = out_rx.try_recv().ok();
+                        }
+                    }
+                }
+                None => out_open = false,
+            },
+            r = io.read_buf(&mut rbuf) => match r {
+                Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
+                Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
+            },
+            _ = sleep_until(deadline) => ws.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply(ws: &mut Ws, conn: &Connection, out: Out, sent_close: &mut Option<(u16, String)>) {
+    match out {
+        Out::Msg(msg) => {
+            conn.dequeued(&msg);
+            let r = match msg {
+                Message::Text(t) => ws.send_text(t),
+                Message::Binary(b) => ws.send_binary(b),
+            };
+            if let Err(agentwire_ws::SendError::BufferFull { .. }) = r {
+                let _ = ws.close(Instant::now(), CloseCode::POLICY, "send queue full");
+            }
+        }
+        Out::Close(code, reason) => {
+            let reason = truncate(&reason, 123);
+            let code = if CloseCode(code).is_valid_on_wire() {
+                code
+            } else {
+                CloseCode::NORMAL.0
+            };
+            if ws.close(Instant::now(), CloseCode(code), reason).is_ok() {
+                sent_close.get_or_insert((code, reason.to_owned()));
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Writes every pending frame, header and payload as separate slices of one vectored write.
+async fn write_pending<I: AsyncWrite + Unpin>(ws: &mut Ws, io: &mut I) -> std::io::Result<()> {
+    let mut frames = Vec::new();
+    loop {
+        frames.clear();
+        while frames.len() < MAX_IOV {
+            match ws.poll_transmit() {
+                Some(t) => frames.push(t),
+                None => break,
+            }
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let mut bufs: Vec<bytes::Bytes> = Vec::with_capacity(frames.len() * 2);
+        for t in &frames {
+            bufs.push(bytes::Bytes::copy_from_slice(&t.head));
+            if !t.payload.is_empty() {
+                bufs.push(t.payload.clone());
+            }
+        }
+        let mut i = 0;
+        while i < bufs.len() {
+            let slices: Vec<IoSlice<'_>> = bufs[i..].iter().map(|b| IoSlice::new(b)).collect();
+            let mut n = io.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 && i < bufs.len() {
+                let len = bufs[i].len();
+                if n >= len {
+                    n -= len;
+                    i += 1;
+                } else {
+                    bufs[i].advance(n);
+                    n = 0;
+                }
+            }
+        }
+        io.flush().await?;
+    }
+}
