@@ -529,3 +529,38 @@ fn messages_before_a_violation_can_still_be_echoed() {
     assert_eq!(&*frames[0].head, &[0x81, 0x02]);
     assert_eq!(&frames[1].payload[..], &1002u16.to_be_bytes());
 }
+
+#[test]
+fn invalid_utf8_fails_before_the_frame_is_complete() {
+    let mut s = Connection::new(Role::Server, Config::default(), Instant::now());
+    // a 100-byte text frame; the first 4 payload bytes already hold an invalid sequence
+    let mut buf = BytesMut::from(&[0x81u8, 0xFE, 0x00, 100, 1, 2, 3, 4][..]);
+    let mut bad = *b"ok\xc0\xaf";
+    agentwire_ws::apply_mask(&mut bad, [1, 2, 3, 4], 0);
+    buf.extend_from_slice(&bad);
+    s.handle_input(Instant::now(), &mut buf);
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Closed {
+            error: Some(ConnectionError::Protocol(ProtocolError::InvalidUtf8)),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn partial_frames_unmask_once() {
+    // a masked 300-byte text frame fed in 7-byte pieces decodes to the original text
+    let text: String = "añb€c😀".repeat(20);
+    let mut c = Connection::new(Role::Client, Config::default(), Instant::now());
+    c.send_text(text.clone()).unwrap();
+    let mut wire = BytesMut::new();
+    c.poll_transmit().unwrap().write_to(&mut wire);
+    let mut s = Connection::new(Role::Server, Config::default(), Instant::now());
+    let mut buf = BytesMut::new();
+    for piece in wire.chunks(7) {
+        buf.extend_from_slice(piece);
+        s.handle_input(Instant::now(), &mut buf);
+    }
+    assert_eq!(s.poll_event(), Some(Event::Text(text.into())));
+}

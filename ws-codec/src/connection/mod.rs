@@ -259,8 +259,9 @@ impl Connection {
 
     /// Consumes every complete frame at the front of `src` (payloads are split off with
     /// `split_to` and frozen, so events point into this buffer without copying). A partial
-    /// frame's header is consumed and remembered, its payload left in `src` until complete;
-    /// `src` is reserved up to the payload size so the next read can fill it.
+    /// frame's header is consumed and remembered, its payload left in `src` until complete
+    /// (unmasked, and for text UTF-8-checked, as it arrives); `src` gets up to 256 KiB of spare
+    /// capacity for the next read, never the whole declared length up front.
     ///
     /// Never fails: a peer violation queues the Close frame with the mapped code and surfaces
     /// as [`Event::Closed`] with an error. After `Closed`, input is ignored and left in `src`.

@@ -11,6 +11,9 @@ use crate::Utf8Bytes;
 use bytes::{Buf, Bytes, BytesMut};
 use std::time::Instant;
 
+/// Most spare capacity reserved in the input buffer ahead of a partial frame's payload.
+const RESERVE_STEP: usize = 256 * 1024;
+
 /// A message being reassembled.
 #[derive(Debug)]
 enum Partial {
@@ -35,6 +38,10 @@ pub(super) struct Recv {
     utf8: Utf8Validator,
     /// Set once a Close or a violation was parsed: later input is not looked at.
     pub(super) stopped: bool,
+    /// Payload bytes of the partial frame already unmasked (and, for text, checked).
+    progress: usize,
+    /// Fail-fast UTF-8 check of a partial text frame (state after `progress` bytes).
+    early: Option<Utf8Validator>,
 }
 
 impl Recv {
@@ -42,6 +49,8 @@ impl Recv {
         self.header = None;
         self.message = None;
         self.utf8.reset();
+        self.progress = 0;
+        self.early = None;
     }
 }
 
@@ -70,19 +79,66 @@ impl Connection {
             // `check_header` bounded the length by `max_frame_payload` (a usize)
             let len = hdr.len as usize;
             if src.len() < len {
-                src.reserve(len - src.len());
+                if src.len() > self.recv.progress {
+                    self.alive(now);
+                    if let Err(e) = self.early_check(&hdr, src) {
+                        return self.fail(e);
+                    }
+                }
+                // room for the next read, but not the whole declared length at once: a 10-byte
+                // header must not buy a 16 MiB allocation; the buffer grows as bytes arrive
+                src.reserve((len - src.len()).min(RESERVE_STEP));
                 return;
             }
             self.recv.header = None;
             self.alive(now);
             let mut payload = src.split_to(len);
             if let Some(key) = hdr.mask {
-                apply_mask(&mut payload, key, 0);
+                let done = self.recv.progress;
+                apply_mask(&mut payload[done..], key, done);
             }
+            self.recv.progress = 0;
+            self.recv.early = None;
             self.stats.frames_received += 1;
             self.stats.bytes_received += len as u64;
             self.on_frame(hdr, payload);
         }
+    }
+
+    /// A partial frame grew: unmask the new bytes in place (never twice) and, for text, check
+    /// them so invalid UTF-8 fails at once instead of after the whole frame (RFC 6455 §8.1,
+    /// Autobahn 6.4.*). The complete frame is still validated once more when it is turned into
+    /// a `Utf8Bytes`, the one validation that builds the value.
+    fn early_check(&mut self, hdr: &FrameHeader, src: &mut BytesMut) -> Result<(), ProtocolError> {
+        let start = self.recv.progress;
+        let end = src.len();
+        if let Some(key) = hdr.mask {
+            apply_mask(&mut src[start..end], key, start);
+        }
+        self.recv.progress = end;
+        let text = match hdr.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self
+                .recv
+                .message
+                .as_ref()
+                .is_some_and(|m| m.kind == DataKind::Text),
+            _ => false,
+        };
+        if text {
+            let carried = &self.recv.utf8;
+            let opcode = hdr.opcode;
+            let v = self.recv.early.get_or_insert_with(|| {
+                if opcode == OpCode::Continuation {
+                    carried.clone()
+                } else {
+                    Utf8Validator::default()
+                }
+            });
+            v.feed(&src[start..end], false, None)
+                .map_err(|()| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
     }
 
     fn alive(&mut self, now: Instant) {
