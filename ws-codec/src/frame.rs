@@ -216,6 +216,15 @@ pub struct HeaderBytes {
     len: u8,
 }
 
+impl HeaderBytes {
+    /// No header: used by a [`Transmit`](crate::Transmit) whose payload already holds whole
+    /// encoded frames.
+    pub const EMPTY: HeaderBytes = HeaderBytes {
+        buf: [0; MAX_HEADER_LEN],
+        len: 0,
+    };
+}
+
 impl Deref for HeaderBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

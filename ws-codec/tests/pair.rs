@@ -90,11 +90,28 @@ fn messages_both_ways() {
 #[test]
 fn server_payload_is_not_copied() {
     let mut p = Pair::default();
-    let shared = Bytes::from(vec![7u8; 1000]);
+    let shared = Bytes::from(vec![7u8; 4000]);
     p.server.send_binary(shared.clone()).unwrap();
     let t = p.server.poll_transmit().unwrap();
     assert_eq!(t.payload.as_ptr(), shared.as_ptr());
-    assert_eq!(&*t.head, &[0x82, 126, 0x03, 0xe8]);
+    assert_eq!(&*t.head, &[0x82, 126, 0x0f, 0xa0]);
+}
+
+#[test]
+fn small_frames_coalesce_in_order_around_large_ones() {
+    let mut p = Pair::default();
+    let big = Bytes::from(vec![1u8; 2000]);
+    p.server.send_text("a").unwrap();
+    p.server.send_text("b").unwrap();
+    p.server.send_binary(big.clone()).unwrap();
+    p.server.send_text("c").unwrap();
+    let ts: Vec<_> = std::iter::from_fn(|| p.server.poll_transmit()).collect();
+    assert_eq!(ts.len(), 3);
+    assert!(ts[0].head.is_empty());
+    assert_eq!(&ts[0].payload[..], b"\x81\x01a\x81\x01b");
+    assert_eq!(ts[1].payload.as_ptr(), big.as_ptr());
+    assert_eq!(&ts[2].payload[..], b"\x81\x01c");
+    assert_eq!(p.server.outbound_bytes(), 0);
 }
 
 #[test]
@@ -102,10 +119,16 @@ fn client_frames_are_masked_with_fresh_keys() {
     let mut p = Pair::default();
     p.client.send_binary(Bytes::from_static(b"abcd")).unwrap();
     p.client.send_binary(Bytes::from_static(b"abcd")).unwrap();
-    let a = p.client.poll_transmit().unwrap();
-    let b = p.client.poll_transmit().unwrap();
-    assert_eq!(a.head[1] & 0x80, 0x80);
-    assert_ne!(a.head[2..6], b.head[2..6], "two frames with the same key");
+    let t = p.client.poll_transmit().unwrap();
+    let (a, n) = agentwire_ws::FrameHeader::decode(&t.payload)
+        .unwrap()
+        .unwrap();
+    let (b, _) = agentwire_ws::FrameHeader::decode(&t.payload[n + 4..])
+        .unwrap()
+        .unwrap();
+    assert!(a.mask.is_some() && b.mask.is_some());
+    assert_ne!(a.mask, b.mask, "two frames with the same key");
+    assert_ne!(&t.payload[n..n + 4], b"abcd", "payload sent unmasked");
 }
 
 #[test]
@@ -352,11 +375,12 @@ fn outbound_limit() {
         Config::default(),
         Config::default().with_max_outbound_buffered(100),
     );
-    p.server.send_binary(Bytes::from(vec![0; 90])).unwrap();
-    assert_eq!(p.server.outbound_bytes(), 92);
+    p.server.send_binary(Bytes::from(vec![0; 80])).unwrap();
+    assert_eq!(p.server.outbound_bytes(), 82);
+    // refused: 82 queued + 20 + a header of up to 14 bytes could exceed 100
     assert_eq!(
         p.server.send_binary(Bytes::from(vec![0; 20])),
-        Err(SendError::BufferFull { outbound: 92 })
+        Err(SendError::BufferFull { outbound: 82 })
     );
     p.server.poll_transmit().unwrap();
     assert_eq!(p.server.outbound_bytes(), 0);
@@ -526,7 +550,7 @@ fn messages_before_a_violation_can_still_be_echoed() {
     assert_eq!(s.poll_event(), None);
     let frames: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
     assert_eq!(frames.len(), 2);
-    assert_eq!(&*frames[0].head, &[0x81, 0x02]);
+    assert_eq!(&frames[0].payload[..], b"\x81\x02hi");
     assert_eq!(&frames[1].payload[..], &1002u16.to_be_bytes());
 }
 

@@ -2,6 +2,7 @@
 
 mod recv;
 mod send;
+pub use send::COALESCE_BELOW;
 pub(crate) mod utf8;
 
 use crate::close::CloseCode;
@@ -90,14 +91,19 @@ pub enum Event {
     },
 }
 
-/// One frame to write: header and payload apart, for `write_vectored` and for sharing one
-/// payload between many connections.
+/// Bytes to write: one frame's header and payload apart (for `write_vectored`, and so a
+/// server can send one payload to many connections without copying), or — with an empty
+/// `head` — several small frames already encoded together in `payload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// The encoded frame header.
+    /// The encoded frame header; empty when `payload` holds whole frames.
     pub head: HeaderBytes,
-    /// The payload. In the server role this is the `Bytes` given to the send call, never
-    /// copied; in the client role it is a masked copy (RFC 6455 §5.3 requires fresh masking).
+    /// The payload. In the server role, a payload of at least
+    /// [`COALESCE_BELOW`](crate::connection::COALESCE_BELOW) bytes is the `Bytes` given to the
+    /// send call, never copied; smaller frames are encoded together into one buffer (one write
+    /// and one reference count for many frames). In the client role frames are masked into
+    /// that buffer (RFC 6455 §5.3 requires a fresh mask, so the caller's bytes cannot be sent
+    /// as they are).
     pub payload: Bytes,
 }
 
@@ -107,9 +113,9 @@ impl Transmit {
         self.head.len() + self.payload.len()
     }
 
-    /// Always `false`: every frame has a header.
+    /// Always `false`: a transmit holds at least one frame header.
     pub fn is_empty(&self) -> bool {
-        false
+        self.head.is_empty() && self.payload.is_empty()
     }
 
     /// Appends header and payload to `dst` (for transports without vectored writes).
@@ -356,8 +362,9 @@ impl Connection {
         )
     }
 
-    /// Queues a binary message (one frame). In the server role the `Bytes` is handed back by
-    /// `poll_transmit` as is, so one payload can be sent to many connections without copying.
+    /// Queues a binary message (one frame). In the server role a payload of at least
+    /// [`COALESCE_BELOW`] bytes is handed back by `poll_transmit` as is, so one payload can be
+    /// sent to many connections without copying.
     pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), SendError> {
         self.check_open()?;
         self.send.data(

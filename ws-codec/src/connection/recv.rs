@@ -11,7 +11,8 @@ use crate::Utf8Bytes;
 use bytes::{Buf, Bytes, BytesMut};
 use std::time::Instant;
 
-/// Most spare capacity reserved in the input buffer ahead of a partial frame's payload.
+/// Spare capacity reserved ahead of a partial frame's payload: 256 KiB, or as much as is
+/// already buffered when that is more (geometric growth), never more than the frame needs.
 const RESERVE_STEP: usize = 256 * 1024;
 
 /// A message being reassembled.
@@ -87,7 +88,9 @@ impl Connection {
                 }
                 // room for the next read, but not the whole declared length at once: a 10-byte
                 // header must not buy a 16 MiB allocation; the buffer grows as bytes arrive
-                src.reserve((len - src.len()).min(RESERVE_STEP));
+                // (growth is geometric: at least what is already buffered, so a large frame
+                // costs O(n) copying in total)
+                src.reserve((len - src.len()).min(RESERVE_STEP.max(src.len())));
                 return;
             }
             self.recv.header = None;

@@ -1,9 +1,10 @@
-//! The send side: frame building, client masking, the bounded queue.
+//! The send side: frame building, client masking, coalescing of small frames, the bounded
+//! queue.
 
 use super::{DataKind, Role, Transmit};
 use crate::close::CloseCode;
 use crate::error::SendError;
-use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use crate::frame::{FrameHeader, HeaderBytes, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::hash_map::RandomState;
@@ -11,11 +12,12 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 
 /// Unpredictable masking keys without a `rand` dependency: SipHash (a keyed PRF) under a key
-/// std draws from the OS, applied to a counter.
+/// std draws from the OS, applied to a counter; each output gives two keys.
 #[derive(Debug)]
 pub(crate) struct MaskSource {
     key: RandomState,
     counter: u64,
+    spare: Option<u32>,
 }
 
 impl MaskSource {
@@ -23,6 +25,7 @@ impl MaskSource {
         MaskSource {
             key: RandomState::new(),
             counter: 0,
+            spare: None,
         }
     }
 
@@ -34,12 +37,24 @@ impl MaskSource {
     }
 
     fn next_key(&mut self) -> [u8; 4] {
-        (self.next_u64() as u32).to_ne_bytes()
+        if let Some(k) = self.spare.take() {
+            return k.to_ne_bytes();
+        }
+        let v = self.next_u64();
+        self.spare = Some((v >> 32) as u32);
+        (v as u32).to_ne_bytes()
     }
 }
 
-/// Allocation unit of the client-role masking arena.
-const ARENA_CHUNK: usize = 64 * 1024;
+/// Server-role payloads shorter than this are copied next to their header into a shared
+/// buffer (one `Transmit` for many small frames); longer ones are handed out as the caller's
+/// `Bytes`, never copied. 1 KiB: below it, copying is cheaper than a separate write and a
+/// reference count per frame.
+pub const COALESCE_BELOW: usize = 1024;
+
+/// Allocation unit of the buffer small (and, in the client role, all masked) frames are
+/// encoded into.
+const TAIL_CHUNK: usize = 64 * 1024;
 
 /// Most automatic pongs kept unsent (each at most 131 bytes): 64, so that a burst of pings is
 /// answered one for one (as peers and Autobahn 2.10 expect) while a ping flood cannot grow the
@@ -50,18 +65,18 @@ pub(crate) const MAX_PENDING_PONGS: usize = 64;
 pub(super) struct SendQueue {
     role: Role,
     masks: MaskSource,
-    /// Client role: masked payload copies are carved from this buffer.
-    arena: BytesMut,
-    /// Data frames and user control frames, in order.
+    /// Transmits ready to go, in order; `tail` follows them.
     queue: VecDeque<Transmit>,
-    /// Bytes in `queue`.
+    /// Encoded frames after the last queued transmit, not yet split off.
+    tail: BytesMut,
+    /// Bytes in `queue` and `tail`.
     pub(super) queued_bytes: usize,
     /// Replies to pings not yet sent, at most `MAX_PENDING_PONGS` (the oldest are dropped
     /// beyond: RFC 6455 §5.5.3 allows answering only the most recent ping).
     pongs: VecDeque<Transmit>,
     /// A heartbeat ping.
     ping: Option<Transmit>,
-    /// Our Close frame; goes out after `queue` is empty, and nothing after it.
+    /// Our Close frame; goes out after everything queued before it, and nothing after it.
     close: Option<Transmit>,
     close_sent: bool,
     /// Kind of the message being streamed with `fragment`, if any.
@@ -73,8 +88,8 @@ impl SendQueue {
         SendQueue {
             role,
             masks: MaskSource::new(),
-            arena: BytesMut::new(),
             queue: VecDeque::new(),
+            tail: BytesMut::new(),
             queued_bytes: 0,
             pongs: VecDeque::new(),
             ping: None,
@@ -84,6 +99,7 @@ impl SendQueue {
         }
     }
 
+    /// A standalone frame (control replies): masked into its own buffer in the client role.
     fn frame(&mut self, fin: bool, opcode: OpCode, payload: Bytes) -> Transmit {
         let len = payload.len() as u64;
         match self.role {
@@ -100,12 +116,7 @@ impl SendQueue {
             },
             Role::Client => {
                 let key = self.masks.next_key();
-                // mask into a shared arena: one allocation per ARENA_CHUNK bytes, not per frame
-                if self.arena.capacity() - self.arena.len() < payload.len() {
-                    self.arena = BytesMut::with_capacity(payload.len().max(ARENA_CHUNK));
-                }
-                self.arena.extend_from_slice(&payload);
-                let mut owned = self.arena.split();
+                let mut owned = BytesMut::from(&payload[..]);
                 apply_mask(&mut owned, key, 0);
                 Transmit {
                     head: FrameHeader {
@@ -122,21 +133,66 @@ impl SendQueue {
         }
     }
 
-    fn push_limited(&mut self, t: Transmit, max: usize) -> Result<(), SendError> {
-        // checked before masking would be nicer, but the header is at most 14 bytes
-        let n = t.len();
-        if self.queued_bytes + n > max {
-            return Err(SendError::BufferFull {
-                outbound: self.queued_bytes,
+    /// Queues a frame in order: encoded into `tail` when it is masked or small, else as a
+    /// zero-copy transmit.
+    fn push(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+        let len = payload.len();
+        if self.role == Role::Server && len >= COALESCE_BELOW {
+            self.flush_tail();
+            let t = Transmit {
+                head: FrameHeader {
+                    fin,
+                    rsv: 0,
+                    opcode,
+                    mask: None,
+                    len: len as u64,
+                }
+                .to_bytes(),
+                payload,
+            };
+            self.queued_bytes += t.len();
+            self.queue.push_back(t);
+            return;
+        }
+        let mask = (self.role == Role::Client).then(|| self.masks.next_key());
+        let h = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            len: len as u64,
+        };
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut hb);
+        let need = n + len;
+        if self.tail.capacity() - self.tail.len() < need {
+            if self.tail.is_empty() {
+                self.tail = BytesMut::with_capacity(need.max(TAIL_CHUNK));
+            } else {
+                self.tail.reserve(need.max(TAIL_CHUNK));
+            }
+        }
+        self.tail.extend_from_slice(&hb[..n]);
+        let start = self.tail.len();
+        self.tail.extend_from_slice(&payload);
+        if let Some(k) = mask {
+            apply_mask(&mut self.tail[start..], k, 0);
+        }
+        self.queued_bytes += need;
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let payload = self.tail.split().freeze();
+            self.queue.push_back(Transmit {
+                head: HeaderBytes::EMPTY,
+                payload,
             });
         }
-        self.queued_bytes += n;
-        self.queue.push_back(t);
-        Ok(())
     }
 
     fn check_room(&self, payload: usize, max: usize) -> Result<(), SendError> {
-        if self.queued_bytes + payload > max {
+        if self.queued_bytes + payload + MAX_HEADER_LEN > max {
             return Err(SendError::BufferFull {
                 outbound: self.queued_bytes,
             });
@@ -155,8 +211,8 @@ impl SendQueue {
             return Err(SendError::MessageInProgress);
         }
         self.check_room(payload.len(), max)?;
-        let t = self.frame(fin, opcode, payload);
-        self.push_limited(t, max)
+        self.push(fin, opcode, payload);
+        Ok(())
     }
 
     pub(super) fn fragment(
@@ -175,21 +231,18 @@ impl SendQueue {
             Some(_) => return Err(SendError::MessageInProgress),
         };
         self.check_room(chunk.len(), max)?;
-        let t = self.frame(fin, opcode, chunk);
-        self.push_limited(t, max)?;
+        self.push(fin, opcode, chunk);
         self.streaming = if fin { None } else { Some(kind) };
         Ok(())
     }
 
-    /// User pings and pongs: queued in order with data, not counted against the limit
-    /// (at most 131 bytes each; the caller decides how many).
+    /// User pings and pongs: queued in order with data, not refused by the limit (at most 131
+    /// bytes each; the caller decides how many).
     pub(super) fn control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlPayloadTooLong);
         }
-        let t = self.frame(true, opcode, payload);
-        self.queued_bytes += t.len();
-        self.queue.push_back(t);
+        self.push(true, opcode, payload);
         Ok(())
     }
 
@@ -231,6 +284,9 @@ impl SendQueue {
         }
         if let Some(t) = self.ping.take() {
             return Some(t);
+        }
+        if self.queue.is_empty() {
+            self.flush_tail();
         }
         if let Some(t) = self.queue.pop_front() {
             self.queued_bytes -= t.len();
