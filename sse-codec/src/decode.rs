@@ -116,10 +116,36 @@ impl Event {
 enum Data {
     #[default]
     Empty,
-    /// One `data:` line so far: a view of the input, and whether it is valid UTF-8.
-    One(Bytes, bool),
-    /// Several lines joined with LF, and whether all of them are valid UTF-8.
-    Many(Vec<u8>, bool),
+    /// One `data:` line so far: `start..end` of the current region, which is valid UTF-8.
+    Range(usize, usize),
+    /// One line held as its own text (from an earlier region, or with U+FFFD replacements).
+    Held(Utf8Bytes),
+    /// Several lines joined with LF.
+    Many(String),
+}
+
+/// An event as [`Decoder::next_event_ref`] returns it: borrowed from the decoder, with no
+/// allocation and no reference count touched. Valid until the decoder is used again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventRef<'a> {
+    /// The event type: the last `event:` value, or `message`.
+    pub event_type: &'a str,
+    /// The data: `data:` values joined with LF.
+    pub data: &'a str,
+    /// The last event ID string when the event was dispatched.
+    pub last_event_id: &'a str,
+}
+
+impl EventRef<'_> {
+    /// An owned copy. ([`Decoder::next_event`] gives owned events without copying.)
+    pub fn to_event(&self) -> Event {
+        Event {
+            event_type: Utf8Bytes::from(self.event_type.to_owned()),
+            data: Utf8Bytes::from(self.data.to_owned()),
+            last_event_id: Utf8Bytes::from(self.last_event_id.to_owned()),
+        }
+    }
 }
 
 /// Sans-IO decoder of a `text/event-stream` body.
@@ -158,8 +184,8 @@ pub struct Decoder {
     region: Bytes,
     /// Where the next line of `region` starts.
     pos: usize,
-    /// `region` is valid UTF-8 as a whole.
-    region_valid: bool,
+    /// `region` as text, when it is valid UTF-8 as a whole (the common case).
+    region_text: Option<Utf8Bytes>,
     /// Positions of every CR and LF in `region`, found in one pass when the region is set.
     ends: Vec<usize>,
     /// Index in `ends` of the next line end to use.
@@ -176,6 +202,8 @@ pub struct Decoder {
     deferred: Option<DecodeError>,
     /// The event being built.
     b: Builder,
+    /// The last event handed out by `next_event_ref`.
+    current: (Option<Utf8Bytes>, Data),
 }
 
 impl Default for Decoder {
@@ -197,7 +225,7 @@ impl Decoder {
             partial: BytesMut::new(),
             region: Bytes::new(),
             pos: 0,
-            region_valid: true,
+            region_text: None,
             ends: Vec::new(),
             next_end: 0,
             tail_follows: false,
@@ -206,6 +234,7 @@ impl Decoder {
             discarding_line: false,
             deferred: None,
             b: Builder::new(limits),
+            current: (None, Data::Empty),
         }
     }
 
@@ -277,7 +306,60 @@ impl Decoder {
 
     /// The next dispatched event, `Ok(None)` when more input is needed, or a limit error
     /// (after which decoding continues: call again).
+    ///
+    /// Fields are views of the input ([`Utf8Bytes`] over the fed `Bytes`); only data spread
+    /// over several lines, or holding invalid UTF-8, is copied.
     pub fn next_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        let Some((event_type, data)) = self.next_raw()? else {
+            return Ok(None);
+        };
+        let data = match data {
+            Data::Range(start, end) => self.text(start, end),
+            Data::Held(text) => text,
+            Data::Many(joined) => Utf8Bytes::from(joined),
+            Data::Empty => Utf8Bytes::new(),
+        };
+        Ok(Some(Event {
+            event_type: event_type.unwrap_or(MESSAGE),
+            data,
+            last_event_id: cheap_clone(&self.b.last_event_id),
+        }))
+    }
+
+    /// Like [`next_event`](Self::next_event), but the event borrows from the decoder: no
+    /// reference count is touched and nothing is allocated for single-line data. The fastest
+    /// way to relay or inspect events.
+    pub fn next_event_ref(&mut self) -> Result<Option<EventRef<'_>>, DecodeError> {
+        let Some(ready) = self.next_raw()? else {
+            return Ok(None);
+        };
+        self.current = ready;
+        let data = match &self.current.1 {
+            Data::Range(start, end) => match &self.region_text {
+                Some(text) => &text[*start..*end],
+                None => "",
+            },
+            Data::Held(text) => text.as_str(),
+            Data::Many(joined) => joined.as_str(),
+            Data::Empty => "",
+        };
+        Ok(Some(EventRef {
+            event_type: self.current.0.as_deref().unwrap_or("message"),
+            data,
+            last_event_id: &self.b.last_event_id,
+        }))
+    }
+
+    /// `region[start..end]` as text (the region is valid UTF-8 and the bounds are ASCII).
+    fn text(&self, start: usize, end: usize) -> Utf8Bytes {
+        match &self.region_text {
+            Some(text) => text.slice_ascii_bounded(start, end),
+            None => Utf8Bytes::new(),
+        }
+    }
+
+    /// The interpretation loop: the next event's type and data.
+    fn next_raw(&mut self) -> Result<Option<(Option<Utf8Bytes>, Data)>, DecodeError> {
         loop {
             while let Some(&end) = self.ends.get(self.next_end) {
                 self.next_end += 1;
@@ -304,7 +386,7 @@ impl Decoder {
                     let limit = self.b.limits.max_line;
                     return Err(self.b.fail(DecodeError::LineTooLong { limit }));
                 }
-                if let Some(out) = self.b.line(region, self.region_valid, start, end) {
+                if let Some(out) = self.b.line(region, self.region_text.as_ref(), start, end) {
                     return out.map(Some);
                 }
             }
@@ -403,7 +485,10 @@ impl Decoder {
     /// `single` region is one line joined from `partial`, already known to hold no other
     /// terminator, so it is not searched again.
     fn set_region(&mut self, region: Bytes, single: bool) {
-        self.region_valid = is_utf8(&region);
+        if let Data::Range(start, end) = self.b.data {
+            self.b.data = Data::Held(self.text(start, end));
+        }
+        self.region_text = is_utf8(&region).then(|| Utf8Bytes::from_validated(region.clone()));
         self.ends.clear();
         if single {
             self.ends.push(region.len() - 1);
@@ -498,16 +583,16 @@ impl Builder {
         error
     }
 
-    /// One line, `region[start..end]` without its terminator; `valid` says the whole region
-    /// is UTF-8.
+    /// One line, `region[start..end]` without its terminator; `text` is the region as text
+    /// when it is valid UTF-8.
     #[inline]
     fn line(
         &mut self,
         region: &Bytes,
-        valid: bool,
+        text: Option<&Utf8Bytes>,
         start: usize,
         end: usize,
-    ) -> Option<Result<Event, DecodeError>> {
+    ) -> Option<Result<(Option<Utf8Bytes>, Data), DecodeError>> {
         let line = &region[start..end];
         if line.is_empty() {
             if self.skipping_event {
@@ -533,6 +618,10 @@ impl Builder {
             None if line.len() <= 5 => (line, end),
             None => return None,
         };
+        let owned_text = || match text {
+            Some(t) => t.slice_ascii_bounded(value_start, end),
+            None => Utf8Bytes::from_bytes_lossy(region.slice(value_start..end)),
+        };
         match name {
             b"data" => {
                 self.event_size +=
@@ -541,26 +630,27 @@ impl Builder {
                     let limit = self.limits.max_event;
                     return Some(Err(self.fail(DecodeError::EventTooLarge { limit })));
                 }
-                let value = &region[value_start..end];
-                let valid = valid || is_utf8(value);
+                let piece = || match text {
+                    Some(t) => std::borrow::Cow::Borrowed(&t[value_start..end]),
+                    None => String::from_utf8_lossy(&region[value_start..end]),
+                };
                 self.data = match std::mem::take(&mut self.data) {
-                    Data::Empty => Data::One(region.slice(value_start..end), valid),
-                    Data::One(first, first_valid) => {
-                        let mut joined = Vec::with_capacity(first.len() + 1 + value.len());
-                        joined.extend_from_slice(&first);
-                        joined.push(b'\n');
-                        joined.extend_from_slice(value);
-                        Data::Many(joined, first_valid && valid)
+                    Data::Empty if text.is_some() => Data::Range(value_start, end),
+                    Data::Empty => Data::Held(owned_text()),
+                    Data::Range(first_start, first_end) => {
+                        let first = text.map_or("", |t| &t[first_start..first_end]);
+                        Data::Many(join(first, &piece()))
                     }
-                    Data::Many(mut joined, all_valid) => {
-                        joined.push(b'\n');
-                        joined.extend_from_slice(value);
-                        Data::Many(joined, all_valid && valid)
+                    Data::Held(first) => Data::Many(join(&first, &piece())),
+                    Data::Many(mut joined) => {
+                        joined.push('\n');
+                        joined.push_str(&piece());
+                        Data::Many(joined)
                     }
                 };
             }
             b"event" => {
-                let value = to_text(region.slice(value_start..end), valid);
+                let value = owned_text();
                 self.event_size =
                     self.event_size - self.event_type.as_ref().map_or(0, |t| t.len()) + value.len();
                 if self.event_size > self.limits.max_event {
@@ -570,7 +660,7 @@ impl Builder {
                 self.event_type = Some(value);
             }
             b"id" if memchr::memchr(0, &region[value_start..end]).is_none() => {
-                self.id_buffer = to_text(region.slice(value_start..end), valid);
+                self.id_buffer = owned_text();
             }
             b"retry"
                 if value_start < end && region[value_start..end].iter().all(u8::is_ascii_digit) =>
@@ -585,28 +675,18 @@ impl Builder {
         None
     }
 
-    /// WHATWG "dispatch the event".
+    /// WHATWG "dispatch the event": the event's type (`None` for `message`) and its data.
     #[inline]
-    fn dispatch(&mut self) -> Option<Event> {
+    fn dispatch(&mut self) -> Option<(Option<Utf8Bytes>, Data)> {
         self.last_event_id = cheap_clone(&self.id_buffer);
-        let data = match std::mem::take(&mut self.data) {
-            Data::Empty => {
-                self.reset_event();
-                return None;
-            }
-            Data::One(bytes, valid) => to_text(bytes, valid),
-            Data::Many(joined, valid) => to_text(Bytes::from(joined), valid),
-        };
-        let event_type = match self.event_type.take() {
-            Some(t) if !t.is_empty() => t,
-            _ => MESSAGE,
-        };
+        let data = std::mem::take(&mut self.data);
+        if let Data::Empty = data {
+            self.reset_event();
+            return None;
+        }
+        let event_type = self.event_type.take().filter(|t| !t.is_empty());
         self.event_size = 0;
-        Some(Event {
-            event_type,
-            data,
-            last_event_id: cheap_clone(&self.last_event_id),
-        })
+        Some((event_type, data))
     }
 
     fn reset_event(&mut self) {
@@ -625,16 +705,17 @@ fn cheap_clone(s: &Utf8Bytes) -> Utf8Bytes {
     }
 }
 
-fn is_utf8(bytes: &[u8]) -> bool {
-    simdutf8::basic::from_utf8(bytes).is_ok()
+/// `first`, LF, `second`, in one allocation.
+fn join(first: &str, second: &str) -> String {
+    let mut joined = String::with_capacity((first.len() + 1 + second.len()).max(128));
+    joined.push_str(first);
+    joined.push('\n');
+    joined.push_str(second);
+    joined
 }
 
-fn to_text(bytes: Bytes, valid: bool) -> Utf8Bytes {
-    if valid {
-        Utf8Bytes::from_validated(bytes)
-    } else {
-        Utf8Bytes::from_bytes_lossy(bytes)
-    }
+fn is_utf8(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
 }
 
 #[cfg(test)]

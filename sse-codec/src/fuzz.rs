@@ -12,6 +12,11 @@ type Outcome = (
 );
 
 fn run(input: &[u8], limits: Limits, cuts: &[usize]) -> Outcome {
+    run_with(input, limits, cuts, false)
+}
+
+/// Decodes `input` fed in pieces ending at `cuts`, with the owned or the borrowing API.
+fn run_with(input: &[u8], limits: Limits, cuts: &[usize], borrowed: bool) -> Outcome {
     let mut d = Decoder::with_limits(limits);
     let mut out = Vec::new();
     let mut start = 0;
@@ -20,12 +25,29 @@ fn run(input: &[u8], limits: Limits, cuts: &[usize]) -> Outcome {
         d.feed(&input[start..cut]);
         start = cut;
         loop {
-            match d.next_event() {
-                Ok(Some(e)) => out.push(Ok((
-                    e.event_type().to_owned(),
-                    e.data().to_owned(),
-                    e.last_event_id().to_owned(),
-                ))),
+            let next = if borrowed {
+                d.next_event_ref().map(|e| {
+                    e.map(|e| {
+                        (
+                            e.event_type.to_owned(),
+                            e.data.to_owned(),
+                            e.last_event_id.to_owned(),
+                        )
+                    })
+                })
+            } else {
+                d.next_event().map(|e| {
+                    e.map(|e| {
+                        (
+                            e.event_type().to_owned(),
+                            e.data().to_owned(),
+                            e.last_event_id().to_owned(),
+                        )
+                    })
+                })
+            };
+            match next {
+                Ok(Some(e)) => out.push(Ok(e)),
                 Ok(None) => break,
                 Err(e) => out.push(Err(e)),
             }
@@ -53,6 +75,11 @@ pub fn decode(data: &[u8]) {
     let whole = run(input, limits, &[]);
     let cuts: Vec<usize> = (step..input.len()).step_by(step).collect();
     assert_eq!(whole, run(input, limits, &cuts), "chunked by {step}");
+    assert_eq!(
+        whole,
+        run_with(input, limits, &cuts, true),
+        "borrowed, chunked by {step}"
+    );
     let bytewise: Vec<usize> = (1..input.len()).collect();
     assert_eq!(whole, run(input, limits, &bytewise), "one byte at a time");
     // Default limits must agree with the slicing-free path too.

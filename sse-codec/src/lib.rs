@@ -61,7 +61,7 @@ pub mod fuzz;
 mod scan;
 mod utf8;
 
-pub use decode::{DecodeError, Decoder, Event, Limits};
+pub use decode::{DecodeError, Decoder, Event, EventRef, Limits};
 pub use encode::{
     encode_comment, encode_keep_alive, encode_retry, EventId, EventName, InvalidField, OutEvent,
 };
