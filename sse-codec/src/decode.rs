@@ -186,10 +186,8 @@ pub struct Decoder {
     pos: usize,
     /// `region` as text, when it is valid UTF-8 as a whole (the common case).
     region_text: Option<Utf8Bytes>,
-    /// Positions of every CR and LF in `region`, found in one pass when the region is set.
-    ends: Vec<usize>,
-    /// Index in `ends` of the next line end to use.
-    next_end: usize,
+    /// `region` is one line joined from `partial`, so it is not searched again.
+    region_single: bool,
     /// Bytes of the region's chunk follow the region (they went to `partial`).
     tail_follows: bool,
     /// The last byte seen was a CR: an LF that follows belongs to the same line end.
@@ -226,8 +224,7 @@ impl Decoder {
             region: Bytes::new(),
             pos: 0,
             region_text: None,
-            ends: Vec::new(),
-            next_end: 0,
+            region_single: false,
             tail_follows: false,
             skip_lf: false,
             bom_pending: true,
@@ -292,8 +289,6 @@ impl Decoder {
         self.queue.clear();
         self.partial = BytesMut::new();
         self.region = Bytes::new();
-        self.ends.clear();
-        self.next_end = 0;
         self.pos = 0;
         self.skip_lf = false;
         self.bom_pending = true;
@@ -361,11 +356,17 @@ impl Decoder {
     /// The interpretation loop: the next event's type and data.
     fn next_raw(&mut self) -> Result<Option<(Option<Utf8Bytes>, Data)>, DecodeError> {
         loop {
-            while let Some(&end) = self.ends.get(self.next_end) {
-                self.next_end += 1;
-                let start = self.pos;
-                let next = end + 1;
+            while self.pos < self.region.len() {
                 let region = &self.region;
+                let start = self.pos;
+                let end = if self.region_single {
+                    // One line joined from `partial`: its bytes were searched when they came.
+                    region.len() - 1
+                } else {
+                    // The region ends with a terminator, so the search always succeeds.
+                    start + crate::scan::find_line_end(&region[start..]).unwrap_or(0)
+                };
+                let next = end + 1;
                 if region[end] == b'\r' {
                     if next == region.len() {
                         // The byte after this CR is the first of the next chunk, unless the
@@ -373,8 +374,6 @@ impl Decoder {
                         self.skip_lf = !self.tail_follows;
                         self.pos = next;
                     } else if region[next] == b'\n' {
-                        // CRLF: the LF is the next recorded line end; it belongs to this one.
-                        self.next_end += 1;
                         self.pos = next + 1;
                     } else {
                         self.pos = next;
@@ -483,19 +482,13 @@ impl Decoder {
 
     /// Makes `region` (which ends with a line terminator) the lines to interpret next. A
     /// `single` region is one line joined from `partial`, already known to hold no other
-    /// terminator, so it is not searched again.
+    /// terminator.
     fn set_region(&mut self, region: Bytes, single: bool) {
+        self.region_single = single;
         if let Data::Range(start, end) = self.b.data {
             self.b.data = Data::Held(self.text(start, end));
         }
         self.region_text = is_utf8(&region).then(|| Utf8Bytes::from_validated(region.clone()));
-        self.ends.clear();
-        if single {
-            self.ends.push(region.len() - 1);
-        } else {
-            crate::scan::for_each_line_end(&region, |i| self.ends.push(i));
-        }
-        self.next_end = 0;
         self.region = region;
         self.pos = 0;
     }
@@ -560,6 +553,9 @@ struct Builder {
     id_buffer: Utf8Bytes,
     last_event_id: Utf8Bytes,
     retry: Option<u64>,
+    /// Size of the last multi-line data: the first allocation for the next one, so a steady
+    /// stream of large events does not regrow its buffer line by line.
+    many_hint: usize,
 }
 
 impl Builder {
@@ -573,6 +569,7 @@ impl Builder {
             id_buffer: Utf8Bytes::new(),
             last_event_id: Utf8Bytes::new(),
             retry: None,
+            many_hint: 0,
         }
     }
 
@@ -639,9 +636,9 @@ impl Builder {
                     Data::Empty => Data::Held(owned_text()),
                     Data::Range(first_start, first_end) => {
                         let first = text.map_or("", |t| &t[first_start..first_end]);
-                        Data::Many(join(first, &piece()))
+                        Data::Many(join(first, &piece(), self.many_hint))
                     }
-                    Data::Held(first) => Data::Many(join(&first, &piece())),
+                    Data::Held(first) => Data::Many(join(&first, &piece(), self.many_hint)),
                     Data::Many(mut joined) => {
                         joined.push('\n');
                         joined.push_str(&piece());
@@ -684,6 +681,9 @@ impl Builder {
             self.reset_event();
             return None;
         }
+        if let Data::Many(joined) = &data {
+            self.many_hint = joined.len().min(self.limits.max_event);
+        }
         let event_type = self.event_type.take().filter(|t| !t.is_empty());
         self.event_size = 0;
         Some((event_type, data))
@@ -705,9 +705,9 @@ fn cheap_clone(s: &Utf8Bytes) -> Utf8Bytes {
     }
 }
 
-/// `first`, LF, `second`, in one allocation.
-fn join(first: &str, second: &str) -> String {
-    let mut joined = String::with_capacity((first.len() + 1 + second.len()).max(128));
+/// `first`, LF, `second`, in a buffer of at least `hint` bytes.
+fn join(first: &str, second: &str, hint: usize) -> String {
+    let mut joined = String::with_capacity((first.len() + 1 + second.len()).max(hint).max(128));
     joined.push_str(first);
     joined.push('\n');
     joined.push_str(second);

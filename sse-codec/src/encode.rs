@@ -207,10 +207,8 @@ fn write_field(dst: &mut BytesMut, name: &[u8], value: &str) {
 fn write_lines(dst: &mut BytesMut, prefix: &[u8], text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
-    crate::scan::for_each_line_end(bytes, |end| {
-        if end < start {
-            return; // the LF of a CRLF already written
-        }
+    while let Some(i) = crate::scan::find_line_end(&bytes[start..]) {
+        let end = start + i;
         dst.extend_from_slice(prefix);
         dst.extend_from_slice(&bytes[start..end]);
         dst.put_u8(b'\n');
@@ -219,7 +217,7 @@ fn write_lines(dst: &mut BytesMut, prefix: &[u8], text: &str) {
         } else {
             end + 1
         };
-    });
+    }
     dst.extend_from_slice(prefix);
     dst.extend_from_slice(&bytes[start..]);
     dst.put_u8(b'\n');

@@ -1,34 +1,42 @@
-//! The line-end scanner shared by the decoder and the encoder.
+//! The line-end search shared by the decoder and the encoder.
 
-/// Calls `f` with the position of every CR and LF in `hay`, in order, looking at eight bytes
-/// per step (SWAR: a zero byte of `word ^ pattern` marks a match, found without false
-/// positives). One pass over the input, no call per line: cheaper than a `memchr2` per line
-/// on the short lines of token streams.
-#[inline]
-pub(crate) fn for_each_line_end(hay: &[u8], mut f: impl FnMut(usize)) {
-    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    const LF: u64 = 0x0A0A_0A0A_0A0A_0A0A;
-    const CR: u64 = 0x0D0D_0D0D_0D0D_0D0D;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+const LF: u64 = 0x0A0A_0A0A_0A0A_0A0A;
+const CR: u64 = 0x0D0D_0D0D_0D0D_0D0D;
+
+/// The bytes of `word` equal to CR or LF, as the high bit of each such byte (SWAR: a zero
+/// byte of `word ^ pattern`, found without false positives).
+#[inline(always)]
+fn cr_lf_bytes(word: u64) -> u64 {
     #[inline(always)]
     fn zero_bytes(v: u64) -> u64 {
         !(((v & LOW7) + LOW7) | v | LOW7)
     }
-    let mut words = hay.chunks_exact(8);
+    zero_bytes(word ^ LF) | zero_bytes(word ^ CR)
+}
+
+/// Position of the first CR or LF in `hay`.
+///
+/// Lines in event streams are mostly short (token events are ~25 bytes), where a call into
+/// a vectorised search costs more than the search: the first 16 bytes are checked eight at
+/// a time in registers, and only a longer line goes to `memchr2`.
+#[inline]
+pub(crate) fn find_line_end(hay: &[u8]) -> Option<usize> {
     let mut base = 0;
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        let mut m = zero_bytes(x ^ LF) | zero_bytes(x ^ CR);
-        while m != 0 {
-            f(base + m.trailing_zeros() as usize / 8);
-            m &= m - 1;
+    while base < 16 {
+        let Some(word) = hay.get(base..base + 8) else {
+            return hay[base..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .map(|i| base + i);
+        };
+        let m = cr_lf_bytes(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+        if m != 0 {
+            return Some(base + m.trailing_zeros() as usize / 8);
         }
         base += 8;
     }
-    for (i, &b) in words.remainder().iter().enumerate() {
-        if b == b'\n' || b == b'\r' {
-            f(base + i);
-        }
-    }
+    memchr::memchr2(b'\n', b'\r', &hay[base..]).map(|i| base + i)
 }
 
 #[cfg(test)]
@@ -36,19 +44,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_every_cr_and_lf() {
-        let mut input = Vec::new();
-        for i in 0..300u32 {
-            input.push([b'a', b'\n', b'\r', 0x8A, 0x8D, 0xFF, 0, b':'][(i * 7 % 8) as usize]);
-        }
-        for start in 0..9 {
-            let hay = &input[start..];
-            let mut got = Vec::new();
-            for_each_line_end(hay, |i| got.push(i));
-            let want: Vec<usize> = (0..hay.len())
-                .filter(|&i| hay[i] == b'\n' || hay[i] == b'\r')
-                .collect();
-            assert_eq!(got, want);
+    fn finds_the_first_cr_or_lf_at_every_offset_and_length() {
+        let alphabet = [b'a', 0x8A, 0x8D, 0xFF, 0, b':', 0x0B, 0x0C];
+        for len in 0..70 {
+            for at in 0..=len {
+                for terminator in [b'\n', b'\r'] {
+                    let mut hay: Vec<u8> = (0..len).map(|i| alphabet[i % alphabet.len()]).collect();
+                    if at < len {
+                        hay[at] = terminator;
+                    }
+                    let want = hay.iter().position(|&b| b == b'\n' || b == b'\r');
+                    assert_eq!(find_line_end(&hay), want, "len {len} at {at}");
+                }
+            }
         }
     }
 }
