@@ -56,9 +56,7 @@ async fn serve(mut sock: TcpStream) -> std::io::Result<()> {
                 eprintln!("send failed: {e}");
             }
         }
-        while let Some(t) = conn.poll_transmit() {
-            t.write_to(&mut out);
-        }
+        conn.poll_transmit_into(&mut out);
         if !out.is_empty() {
             sock.write_all(&out).await?;
             out.clear();

@@ -588,3 +588,32 @@ fn partial_frames_unmask_once() {
     }
     assert_eq!(s.poll_event(), Some(Event::Text(text.into())));
 }
+
+#[test]
+fn poll_transmit_into_matches_poll_transmit() {
+    let build = || {
+        let mut s = Connection::new(Role::Server, Config::default(), Instant::now());
+        s.send_text("a").unwrap();
+        s.send_binary(Bytes::from(vec![9u8; 3000])).unwrap();
+        s.send_ping(Bytes::from_static(b"p")).unwrap();
+        s.send_text("b").unwrap();
+        s.close(Instant::now(), CloseCode::NORMAL, "x").unwrap();
+        s
+    };
+    let mut a = build();
+    let mut one = BytesMut::new();
+    while let Some(t) = a.poll_transmit() {
+        t.write_to(&mut one);
+    }
+    let mut b = build();
+    let mut all = BytesMut::new();
+    assert_eq!(b.poll_transmit_into(&mut all), all.len());
+    assert_eq!(one, all);
+    assert_eq!(b.outbound_bytes(), 0);
+    assert_eq!(
+        b.poll_transmit_into(&mut all),
+        0,
+        "nothing after the close frame"
+    );
+    assert_eq!(a.stats().bytes_sent, b.stats().bytes_sent);
+}

@@ -21,9 +21,7 @@ pub fn read_some(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
 
 /// Writes every pending frame, gathered into one buffer per drain.
 pub fn flush(conn: &mut Connection, sock: &mut TcpStream, out: &mut BytesMut) -> io::Result<()> {
-    while let Some(t) = conn.poll_transmit() {
-        t.write_to(out);
-    }
+    conn.poll_transmit_into(out);
     if !out.is_empty() {
         sock.write_all(out)?;
         out.clear();

@@ -190,7 +190,8 @@ enum State {
 /// - commands: [`send_text`](Self::send_text), [`send_binary`](Self::send_binary),
 ///   [`send_fragment`](Self::send_fragment), [`send_ping`](Self::send_ping),
 ///   [`send_pong`](Self::send_pong), [`close`](Self::close);
-/// - output: [`poll_transmit`](Self::poll_transmit), [`poll_timeout`](Self::poll_timeout),
+/// - output: [`poll_transmit`](Self::poll_transmit) (or
+///   [`poll_transmit_into`](Self::poll_transmit_into)), [`poll_timeout`](Self::poll_timeout),
 ///   [`poll_event`](Self::poll_event);
 /// - getters: [`state`](Self::state), [`role`](Self::role),
 ///   [`outbound_bytes`](Self::outbound_bytes), [`stats`](Self::stats).
@@ -334,6 +335,18 @@ impl Connection {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += t.len() as u64;
         Some(t)
+    }
+
+    /// Appends every pending frame to `dst`, in [`poll_transmit`](Self::poll_transmit) order,
+    /// and returns the number of bytes appended: for drivers that gather writes into one
+    /// buffer anyway. Cheaper than `poll_transmit` for bursts of small frames (their shared
+    /// buffer is copied and reused rather than handed out), but large server payloads are
+    /// copied too; use `poll_transmit` to write those without copying.
+    pub fn poll_transmit_into(&mut self, dst: &mut BytesMut) -> usize {
+        let (frames, bytes) = self.send.drain_into(dst);
+        self.stats.frames_sent += frames;
+        self.stats.bytes_sent += bytes as u64;
+        bytes
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.

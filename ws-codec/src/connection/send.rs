@@ -275,6 +275,36 @@ impl SendQueue {
         self.close = Some(self.frame(true, OpCode::Close, p.freeze()));
     }
 
+    /// Appends everything sendable to `dst` in `pop` order; returns (frames, bytes). The small
+    /// frame buffer is copied and cleared, not split, so it is reused without allocating.
+    pub(super) fn drain_into(&mut self, dst: &mut BytesMut) -> (u64, usize) {
+        if self.close_sent {
+            return (0, 0);
+        }
+        let start = dst.len();
+        let mut frames = 0;
+        for t in self.pongs.drain(..).chain(self.ping.take()) {
+            t.write_to(dst);
+            frames += 1;
+        }
+        for t in self.queue.drain(..) {
+            t.write_to(dst);
+            frames += 1;
+        }
+        if !self.tail.is_empty() {
+            dst.extend_from_slice(&self.tail);
+            self.tail.clear();
+            frames += 1;
+        }
+        self.queued_bytes = 0;
+        if let Some(t) = self.close.take() {
+            t.write_to(dst);
+            frames += 1;
+            self.close_sent = true;
+        }
+        (frames, dst.len() - start)
+    }
+
     pub(super) fn pop(&mut self) -> Option<Transmit> {
         if self.close_sent {
             return None;
