@@ -38,6 +38,19 @@ fn ours_feed_copy(chunks: &[Bytes]) -> Counts {
     (n, bytes)
 }
 
+fn ours_borrowed(chunks: &[Bytes]) -> Counts {
+    let mut d = agentwire_sse::Decoder::new();
+    let (mut n, mut bytes) = (0, 0);
+    for c in chunks {
+        d.feed_bytes(c.clone());
+        while let Some(e) = d.next_event_ref().expect("within limits") {
+            n += 1;
+            bytes += e.data.len();
+        }
+    }
+    (n, bytes)
+}
+
 fn floor(chunks: &[Bytes]) -> Counts {
     let mut f = Floor::default();
     for c in chunks {
@@ -82,6 +95,7 @@ type DecodeArm = (&'static str, fn(&[Bytes]) -> Counts);
 const DECODE_ARMS: &[DecodeArm] = &[
     ("floor", floor),
     ("agentwire", ours_feed_bytes),
+    ("agentwire-ref", ours_borrowed),
     ("agentwire-copy", ours_feed_copy),
     ("sse-stream", sse_stream),
     ("eventsource-stream", eventsource_stream),
@@ -89,17 +103,30 @@ const DECODE_ARMS: &[DecodeArm] = &[
 
 fn decode(c: &mut Criterion) {
     let workloads: Vec<(String, Workload)> = vec![
-        ("a_tokens100k".into(), sse::tokens(Chunking::Fixed(16 * 1024))),
+        (
+            "a_tokens100k".into(),
+            sse::tokens(Chunking::Fixed(16 * 1024)),
+        ),
         ("b_64k_lines80".into(), sse::big(Chunking::Fixed(16 * 1024))),
-        ("c_tokens100k_rand1-4096".into(), sse::tokens(Chunking::Random(4096))),
-        ("c_64k_lines80_rand1-4096".into(), sse::big(Chunking::Random(4096))),
+        (
+            "c_tokens100k_rand1-4096".into(),
+            sse::tokens(Chunking::Random(4096)),
+        ),
+        (
+            "c_64k_lines80_rand1-4096".into(),
+            sse::big(Chunking::Random(4096)),
+        ),
         ("d_mixed50k".into(), sse::mixed(Chunking::Fixed(16 * 1024))),
     ];
     for (name, w) in &workloads {
         let mut g = c.benchmark_group(format!("sse_decode/{name}"));
         g.throughput(Throughput::Bytes(w.wire.len() as u64));
         for (arm, f) in DECODE_ARMS {
-            assert_eq!(f(&w.chunks), (w.specs.len(), w.data_bytes), "{arm} on {name}");
+            assert_eq!(
+                f(&w.chunks),
+                (w.specs.len(), w.data_bytes),
+                "{arm} on {name}"
+            );
             g.bench_function(BenchmarkId::from_parameter(arm), |b| {
                 b.iter(|| black_box(f(black_box(&w.chunks))))
             });
@@ -114,8 +141,13 @@ fn ours_encode(specs: &[Spec], out: &mut BytesMut) {
         if let Some(c) = &s.comment {
             encode_comment(c, out);
         }
-        let name = s.event.as_ref().map(|e| EventName::new(e.clone()).expect("valid"));
-        let id = s.id.as_ref().map(|i| EventId::new(i.clone()).expect("valid"));
+        let name = s
+            .event
+            .as_ref()
+            .map(|e| EventName::new(e.clone()).expect("valid"));
+        let id =
+            s.id.as_ref()
+                .map(|i| EventId::new(i.clone()).expect("valid"));
         let mut ev = OutEvent::new(&s.data);
         if let Some(n) = &name {
             ev = ev.event(n);
@@ -158,10 +190,15 @@ fn axum_encode(specs: &[Spec], out: &mut BytesMut) {
         if let Some(id) = &s.id {
             e = e.id(id);
         }
-        comment.into_iter().chain(std::iter::once(e)).map(Ok::<_, Infallible>)
+        comment
+            .into_iter()
+            .chain(std::iter::once(e))
+            .map(Ok::<_, Infallible>)
     });
     let events: Vec<_> = events.collect();
-    let body = Sse::new(futures::stream::iter(events)).into_response().into_body();
+    let body = Sse::new(futures::stream::iter(events))
+        .into_response()
+        .into_body();
     let mut body = body.into_data_stream();
     futures::executor::block_on(async {
         while let Some(chunk) = body.next().await {
@@ -218,5 +255,29 @@ fn encode(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, decode, encode);
+/// Why `Utf8Bytes::as_str` skips re-validation (the workspace's one `unsafe` block): the cost
+/// of a checked view on every access, for payload sizes seen in agent traffic.
+fn utf8_view(c: &mut Criterion) {
+    for size in [32usize, 1024, 64 * 1024] {
+        // "token é " is 9 bytes; the payload is the whole repetitions closest to `size`.
+        let text: String = "token é ".repeat(size / 9 + 1);
+        let text = agentwire_sse::Utf8Bytes::from(text);
+        let mut g = c.benchmark_group(format!("utf8_view/{size}B"));
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function("as_str (unchecked)", |b| {
+            b.iter(|| black_box(black_box(&text).as_str().len()))
+        });
+        g.bench_function("std::str::from_utf8", |b| {
+            b.iter(|| black_box(std::str::from_utf8(black_box(&text).as_bytes()).map(str::len)))
+        });
+        g.bench_function("simdutf8", |b| {
+            b.iter(|| {
+                black_box(simdutf8::basic::from_utf8(black_box(&text).as_bytes()).map(str::len))
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, decode, encode, utf8_view);
 criterion_main!(benches);

@@ -170,10 +170,14 @@ impl EventRef<'_> {
 /// assert_eq!(event.last_event_id(), "1");
 /// ```
 ///
-/// Work per input byte: one forward line-end search (`memchr`), one UTF-8 validation of each
-/// chunk of complete lines, no copy of single-line fields. Bytes already scanned are never
-/// scanned again: an incomplete line is searched backwards once when it arrives and its
-/// completion is found by searching only the new bytes.
+/// [`next_event_ref`](Self::next_event_ref) is the same decoder with borrowed events: no
+/// reference count, no allocation for single-line data.
+///
+/// Work per input byte: one forward line-end search (a line's first 32 bytes in registers, the
+/// rest with `memchr2`), one UTF-8 validation of each chunk of complete lines, no copy of
+/// single-line fields. Bytes already scanned are never scanned again: an incomplete line is
+/// searched backwards once when it arrives, and its completion is found by searching only the
+/// new bytes.
 #[derive(Debug)]
 pub struct Decoder {
     /// Chunks fed but not yet looked at.

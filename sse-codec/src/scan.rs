@@ -18,12 +18,12 @@ fn cr_lf_bytes(word: u64) -> u64 {
 /// Position of the first CR or LF in `hay`.
 ///
 /// Lines in event streams are mostly short (token events are ~25 bytes), where a call into
-/// a vectorised search costs more than the search: the first 16 bytes are checked eight at
+/// a vectorised search costs more than the search: the first 32 bytes are checked eight at
 /// a time in registers, and only a longer line goes to `memchr2`.
 #[inline]
 pub(crate) fn find_line_end(hay: &[u8]) -> Option<usize> {
     let mut base = 0;
-    while base < 16 {
+    while base < 32 {
         let Some(word) = hay.get(base..base + 8) else {
             return hay[base..]
                 .iter()
