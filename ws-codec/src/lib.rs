@@ -52,7 +52,9 @@
 //! `poll_transmit` again. [`Event::Closed`] is the last event; drain `poll_transmit` once more
 //! (it may hold the Close frame) and drop the transport. Peer violations never return errors:
 //! the Close frame with the right code (1002, 1007, 1009) is queued and `Closed` carries the
-//! [`ConnectionError`].
+//! [`ConnectionError`]. A peer's Close or violation takes effect when the events before it have
+//! been polled, so messages that arrived just before it can still be answered (Autobahn 3.*,
+//! 4.*, 5.15 expect those echoes).
 //!
 //! The opening handshake is in [`handshake`]: [`handshake::parse_request`] /
 //! [`handshake::from_parts`] then [`handshake::Upgrade::accept`] on a server,

@@ -99,7 +99,7 @@ pub struct Transmit {
     /// The encoded frame header; empty when `payload` holds whole frames.
     pub head: HeaderBytes,
     /// The payload. In the server role, a payload of at least
-    /// [`COALESCE_BELOW`](crate::connection::COALESCE_BELOW) bytes is the `Bytes` given to the
+    /// [`COALESCE_BELOW`] bytes is the `Bytes` given to the
     /// send call, never copied; smaller frames are encoded together into one buffer (one write
     /// and one reference count for many frames). In the client role frames are masked into
     /// that buffer (RFC 6455 §5.3 requires a fresh mask, so the caller's bytes cannot be sent
