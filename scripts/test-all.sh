@@ -15,3 +15,8 @@ echo "== agentwire-ws: Autobahn 1-10, server and client roles, vs ws-codec/autob
 scripts/autobahn.sh both
 echo "== agentwire-ws: interop (Node ws client/server, headless Chromium)"
 scripts/ws-interop.sh --chromium
+
+# ----- agentwire (runtime): the counter example against the real npm `agents` AgentClient -----
+# Own checks always; the shared 27-check harness and the golden comparison when ../shared exists.
+echo "== agentwire: interop with AgentClient (runtime/interop/run.sh)"
+runtime/interop/run.sh

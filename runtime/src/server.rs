@@ -302,7 +302,10 @@ impl Server {
         }
         let guard = self.inner.tasks.enter();
         let config = self.inner.env.limits.ws.clone();
-        let pacing = self.inner.env.limits.connect_pacing;
+        let pacing = (
+            self.inner.env.limits.connect_pacing,
+            self.inner.env.limits.mcp_frame_delay,
+        );
         let shutdown = self.inner.shutdown.subscribe();
         let span = tracing::debug_span!("ws", id = conn.id());
         tokio::spawn(tracing::Instrument::instrument(

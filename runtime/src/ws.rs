@@ -22,7 +22,7 @@ pub(crate) async fn drive<I>(
     mut out_rx: mpsc::UnboundedReceiver<Out>,
     instance: mpsc::Sender<Cmd>,
     config: Config,
-    pacing: Option<std::time::Duration>,
+    pacing: (Option<std::time::Duration>, Option<std::time::Duration>),
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -32,23 +32,46 @@ pub(crate) async fn drive<I>(
     let mut received_close: Option<(u16, String)> = None;
     let mut sent_close: Option<(u16, String)> = None;
     let mut out_open = true;
-    // The connect frames, each in its own write a little apart (as the reference server's
-    // arrive): a client that sends on `open` or on `ready` is not raced by the later frames.
-    if let Some(pace) = pacing {
-        let n = conn
-            .inner
-            .connect_frames
-            .load(std::sync::atomic::Ordering::Relaxed);
-        for _ in 0..n {
-            tokio::time::sleep(pace).await;
-            if let Ok(out) = out_rx.try_recv() {
-                apply(&mut ws, &conn, out, &mut sent_close);
-            }
-            if write_pending(&mut ws, &mut io).await.is_err() {
-                ws.handle_eof(Instant::now());
-                break;
+    // The connect frames (identity, [state], MCP servers) go out as separate writes, the
+    // first up to `pacing.0` after the 101 and the last up to `pacing.1` after the others —
+    // each wait cut short as soon as the client sends anything (see `Limits`). Inbound frames
+    // are only handled afterwards, so nothing can overtake the connect frames.
+    let n = conn
+        .inner
+        .connect_frames
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut client_spoke = false;
+    let mut eof = false;
+    for i in 0..n {
+        let delay = if i == 0 {
+            pacing.0
+        } else if i + 1 == n {
+            pacing.1
+        } else {
+            None
+        };
+        if let (Some(d), false) = (delay, client_spoke || eof) {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                r = io.read_buf(&mut rbuf) => match r {
+                    Ok(0) | Err(_) => eof = true,
+                    Ok(_) => client_spoke = true,
+                },
             }
         }
+        if let Ok(out) = out_rx.try_recv() {
+            apply(&mut ws, &conn, out, &mut sent_close);
+        }
+        if write_pending(&mut ws, &mut io).await.is_err() {
+            eof = true;
+            break;
+        }
+    }
+    if !rbuf.is_empty() {
+        ws.handle_input(Instant::now(), &mut rbuf);
+    }
+    if eof {
+        ws.handle_eof(Instant::now());
     }
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
@@ -131,25 +154,42 @@ pub(crate) async fn drive<I>(
                 let _ = ws.close(Instant::now(), CloseCode::GOING_AWAY, "server shutting down");
                 sent_close.get_or_insert((CloseCode::GOING_AWAY.0, "server shutting down".into()));
             }
-            out = out_rx.recv(), if out_open => match out {
-                Some(first) => {
-                    let mut next = Some(first);
-                    let mut n = 0;
-                    while let Some(out) = next.take() {
-                        apply(&mut ws, &conn, out, &mut sent_close);
-                        n += 1;
-                        if n < 256 {
-                            next = out_rx.try_recv().ok();
-                        }
-                    }
+            // Input first: a peer's Close that is already here is seen before messages queued
+            // for it meanwhile (which then go nowhere, as with the reference server); outbound
+            // messages are still drained after every read, so a busy reader cannot starve them.
+            r = io.read_buf(&mut rbuf) => {
+                match r {
+                    Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
+                    Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
                 }
+                if out_open {
+                    drain_out(&mut ws, &conn, &mut out_rx, None, &mut sent_close);
+                }
+            }
+            out = out_rx.recv(), if out_open => match out {
+                Some(first) => drain_out(&mut ws, &conn, &mut out_rx, Some(first), &mut sent_close),
                 None => out_open = false,
             },
-            r = io.read_buf(&mut rbuf) => match r {
-                Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
-                Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
-            },
             _ = sleep_until(deadline) => ws.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Applies `first` and then whatever else is queued (at most 256 messages per call).
+fn drain_out(
+    ws: &mut Ws,
+    conn: &Connection,
+    out_rx: &mut mpsc::UnboundedReceiver<Out>,
+    first: Option<Out>,
+    sent_close: &mut Option<(u16, String)>,
+) {
+    let mut next = first.or_else(|| out_rx.try_recv().ok());
+    let mut n = 0;
+    while let Some(out) = next.take() {
+        apply(ws, conn, out, sent_close);
+        n += 1;
+        if n < 256 {
+            next = out_rx.try_recv().ok();
         }
     }
 }
