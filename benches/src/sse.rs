@@ -127,7 +127,16 @@ pub fn big(chunking: Chunking) -> Workload {
 /// 1–3 data lines, some non-ASCII text.
 pub fn mixed(chunking: Chunking) -> Workload {
     let mut rng = Rng::new(50);
-    let words = ["alpha", "beta", "gamma", "délta", "ε-psilon", "zeta", "数据", "🙂 ok"];
+    let words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "délta",
+        "ε-psilon",
+        "zeta",
+        "数据",
+        "🙂 ok",
+    ];
     let specs = (0..50_000)
         .map(|i| {
             let lines = rng.range(1, 3);
