@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 type Fallback = Arc<
@@ -301,28 +301,28 @@ impl Server {
             Err(_) => return unavailable(),
         }
         let guard = self.inner.tasks.enter();
-        let config = self.inner.env.limits.ws.clone();
-        let pacing = (
-            self.inner.env.limits.connect_pacing,
-            self.inner.env.limits.mcp_frame_delay,
-        );
+        let limits = self.inner.env.limits.clone();
         let shutdown = self.inner.shutdown.subscribe();
         let span = tracing::debug_span!("ws", id = conn.id());
-        tokio::spawn(tracing::Instrument::instrument(
+        let fut = tracing::Instrument::instrument(
             async move {
                 let _guard = guard;
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        crate::ws::drive(
-                            TokioIo::new(upgraded),
-                            conn,
-                            out_rx,
-                            tx,
-                            config,
-                            pacing,
-                            shutdown,
-                        )
-                        .await;
+                        // Own the TCP stream when hyper hands it over (no extra layer, and an
+                        // idle socket holds no read buffer); bytes hyper read past the request
+                        // head start the WebSocket input.
+                        let (io, initial) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                            Ok(parts) => (
+                                crate::ws::Transport::Tcp(parts.io.into_inner()),
+                                parts.read_buf,
+                            ),
+                            Err(upgraded) => (
+                                crate::ws::Transport::Other(TokioIo::new(upgraded)),
+                                Bytes::new(),
+                            ),
+                        };
+                        crate::ws::drive(io, initial, conn, out_rx, tx, limits, shutdown).await;
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "upgrade failed");
@@ -339,7 +339,8 @@ impl Server {
                 }
             },
             span,
-        ));
+        );
+        tokio::spawn(fut);
         upgrade
             .accept(handshake::Accept::default())
             .map(|()| Body::empty())

@@ -6,29 +6,113 @@
 
 use crate::connection::{Connection, Message, Out};
 use crate::instance::Cmd;
-use agentwire_ws::{CloseCode, Config, Connection as Ws, Event, Role};
+use agentwire_ws::{CloseCode, Connection as Ws, Event, Role};
 use bytes::{Buf, BytesMut};
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+
+/// Bytes reserved for a read when the buffer has less room than that.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The upgraded connection: the TCP stream itself when hyper hands it over (then an idle
+/// socket waits for readiness without holding a buffer), or hyper's upgraded I/O otherwise.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Tcp(TcpStream),
+    Other(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl Transport {
+    /// Reads what is available into `buf`, allocating only once data is ready (TCP).
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => loop {
+                s.readable().await?;
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match s.try_read_buf(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            },
+            Transport::Other(io) => {
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_CHUNK);
+                }
+                io.read_buf(buf).await
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Other(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Other(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Other(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Other(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Frames gathered into one vectored write at most.
 const MAX_IOV: usize = 64;
 
-pub(crate) async fn drive<I>(
-    mut io: I,
+pub(crate) async fn drive(
+    mut io: Transport,
+    initial: bytes::Bytes,
     conn: Connection,
     mut out_rx: mpsc::UnboundedReceiver<Out>,
     instance: mpsc::Sender<Cmd>,
-    config: Config,
-    pacing: (Option<std::time::Duration>, Option<std::time::Duration>),
+    limits: crate::Limits,
     mut shutdown: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut ws = Ws::new(Role::Server, config, Instant::now());
-    let mut rbuf = BytesMut::with_capacity(4096);
+) {
+    let pacing = (limits.connect_pacing, limits.mcp_frame_delay);
+    let mut ws = Ws::new(Role::Server, limits.ws, Instant::now());
+    // A copy: `initial` is a view of hyper's whole read buffer, which it would keep alive.
+    let mut rbuf = BytesMut::from(&initial[..]);
+    drop(initial);
     let mut received_close: Option<(u16, String)> = None;
     let mut sent_close: Option<(u16, String)> = None;
     let mut out_open = true;
@@ -40,7 +124,7 @@ pub(crate) async fn drive<I>(
         .inner
         .connect_frames
         .load(std::sync::atomic::Ordering::Relaxed);
-    let mut client_spoke = false;
+    let mut client_spoke = !rbuf.is_empty();
     let mut eof = false;
     for i in 0..n {
         let delay = if i == 0 {
@@ -53,7 +137,7 @@ pub(crate) async fn drive<I>(
         if let (Some(d), false) = (delay, client_spoke || eof) {
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
-                r = io.read_buf(&mut rbuf) => match r {
+                r = io.read_some(&mut rbuf) => match r {
                     Ok(0) | Err(_) => eof = true,
                     Ok(_) => client_spoke = true,
                 },
@@ -143,8 +227,10 @@ pub(crate) async fn drive<I>(
             return;
         }
         // 3. wait for input, output, a deadline or shutdown
-        if rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(8192);
+        if rbuf.is_empty() {
+            // Let go of the read buffer while idle (message payloads handed out keep their
+            // part of it alive on their own): an idle socket holds no buffer.
+            rbuf = BytesMut::new();
         }
         let deadline = ws.poll_timeout();
         tokio::select! {
@@ -157,7 +243,7 @@ pub(crate) async fn drive<I>(
             // Input first: a peer's Close that is already here is seen before messages queued
             // for it meanwhile (which then go nowhere, as with the reference server); outbound
             // messages are still drained after every read, so a busy reader cannot starve them.
-            r = io.read_buf(&mut rbuf) => {
+            r = io.read_some(&mut rbuf) => {
                 match r {
                     Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
                     Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
@@ -239,7 +325,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Writes every pending frame, header and payload as separate slices of one vectored write.
-async fn write_pending<I: AsyncWrite + Unpin>(ws: &mut Ws, io: &mut I) -> std::io::Result<()> {
+async fn write_pending(ws: &mut Ws, io: &mut Transport) -> std::io::Result<()> {
     let mut frames = Vec::new();
     loop {
         frames.clear();
