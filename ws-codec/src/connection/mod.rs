@@ -113,7 +113,7 @@ impl Transmit {
         self.head.len() + self.payload.len()
     }
 
-    /// Always `false`: a transmit holds at least one frame header.
+    /// `true` only for a transmit with nothing to write (`poll_transmit` never returns one).
     pub fn is_empty(&self) -> bool {
         self.head.is_empty() && self.payload.is_empty()
     }
