@@ -2,7 +2,10 @@
 //! `tests/fuzz_corpus.rs`). Each asserts invariants and panics on a violation.
 
 use crate::handshake::{self, Accept, ClientHandshake, ClientOptions};
-use crate::{apply_mask, Config, Connection, Event, FragmentMode, FrameHeader, Role};
+use crate::{
+    apply_mask, Config, Connection, Event, EventRef, FragmentMode, FrameHeader, Role, Utf8Bytes,
+};
+use bytes::Bytes;
 use bytes::BytesMut;
 use std::time::{Duration, Instant};
 
@@ -103,6 +106,27 @@ fn split_frames(mut wire: &[u8]) -> Vec<Vec<u8>> {
     frames
 }
 
+/// The events of `handle_input_with` over `input` in chunks, borrowed ones made owned.
+fn run_with(role: Role, config: Config, input: &[u8], chunk: usize) -> Vec<Event> {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(role, config, t0);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        let before = buf.len();
+        conn.handle_input_with(t0, &mut buf, |_, ev| {
+            events.push(match ev {
+                EventRef::Text(t) => Event::Text(Utf8Bytes::from(t.to_owned())),
+                EventRef::Binary(b) => Event::Binary(Bytes::copy_from_slice(b)),
+                EventRef::Owned(e) => e,
+            })
+        });
+        assert!(buf.len() <= before, "input grew");
+    }
+    events
+}
+
 fn config(sel: u8) -> Config {
     let mut c = Config::default();
     if sel & 1 != 0 {
@@ -128,7 +152,10 @@ fn machine(role: Role, data: &[u8]) {
             .filter(|e| !matches!(e, Event::Closed { .. }))
             .collect()
     };
-    assert_eq!(strip(e1), strip(e2));
+    let e3 = run_with(role, config(sel), input, chunk);
+    let e1 = strip(e1);
+    assert_eq!(e1, strip(e2));
+    assert_eq!(e1, strip(e3), "borrowing path differs");
     if role == Role::Server {
         // auto pongs depend on chunking (at most 64 wait unsent; older ones are dropped)
         let no_pongs =

@@ -1,6 +1,6 @@
 //! The same events under any chunking of the input.
 
-use agentwire_ws::{Config, Connection, DataKind, Event, FragmentMode, Role};
+use agentwire_ws::{Config, Connection, DataKind, Event, EventRef, FragmentMode, Role, Utf8Bytes};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::time::Instant;
@@ -76,6 +76,37 @@ fn feed(data: &[u8], cuts: &[usize], mode: FragmentMode) -> (Vec<Event>, Vec<u8>
     (events, out)
 }
 
+/// Like `feed`, through the borrowing `handle_input_with`, borrowed events turned into owned
+/// ones for comparison.
+fn feed_with(data: &[u8], cuts: &[usize], mode: FragmentMode) -> (Vec<Event>, Vec<u8>) {
+    let now = Instant::now();
+    let mut s = Connection::new(Role::Server, Config::default().with_fragments(mode), now);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    let mut last = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    points.sort_unstable();
+    points.push(data.len());
+    for p in points {
+        buf.extend_from_slice(&data[last..p]);
+        last = p;
+        s.handle_input_with(now, &mut buf, |_, ev| {
+            events.push(match ev {
+                EventRef::Text(t) => Event::Text(Utf8Bytes::from(t.to_owned())),
+                EventRef::Binary(b) => Event::Binary(Bytes::copy_from_slice(b)),
+                EventRef::Owned(e) => e,
+                _ => unreachable!(),
+            })
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_transmit() {
+        out.extend_from_slice(&t.head);
+        out.extend_from_slice(&t.payload);
+    }
+    (events, out)
+}
+
 proptest! {
     #[test]
     fn same_events_under_any_chunking(ops in proptest::collection::vec(op(), 0..8),
@@ -88,6 +119,8 @@ proptest! {
             // and byte by byte
             let all: Vec<usize> = (0..w.len()).collect();
             prop_assert_eq!(&whole, &feed(&w, &all, mode));
+            // the borrowing path sees the same events
+            prop_assert_eq!(&whole, &feed_with(&w, &cuts, mode));
         }
         // the reassembled events are the messages sent
         let (events, _) = feed(&w, &cuts, FragmentMode::Reassemble);
@@ -113,6 +146,7 @@ proptest! {
                                     cuts in proptest::collection::vec(any::<usize>(), 0..10)) {
         let whole = feed(&data, &[], FragmentMode::Reassemble);
         prop_assert_eq!(&whole, &feed(&data, &cuts, FragmentMode::Reassemble));
+        prop_assert_eq!(&whole, &feed_with(&data, &cuts, FragmentMode::Reassemble));
         // nothing after Closed
         if let Some(i) = whole.0.iter().position(|e| matches!(e, Event::Closed { .. })) {
             prop_assert_eq!(i + 1, whole.0.len());

@@ -91,6 +91,20 @@ pub enum Event {
     },
 }
 
+/// An event as seen by [`Connection::handle_input_with`]: unfragmented messages borrowed
+/// from the read buffer, everything else owned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EventRef<'a> {
+    /// A complete single-frame text message, validated, borrowed from the read buffer.
+    Text(&'a str),
+    /// A complete single-frame binary message, borrowed from the read buffer.
+    Binary(&'a [u8]),
+    /// Any other event (including fragmented messages, reassembled), as
+    /// [`poll_event`](Connection::poll_event) would return it.
+    Owned(Event),
+}
+
 /// Bytes to write: one frame's header and payload apart (for `write_vectored`, and so a
 /// server can send one payload to many connections without copying), or — with an empty
 /// `head` — several small frames already encoded together in `payload`.
@@ -185,7 +199,8 @@ enum State {
 /// A WebSocket connection after the opening handshake, as a Sans-IO state machine.
 ///
 /// Methods by kind (see the crate docs, "Driving the machine"):
-/// - input: [`handle_input`](Self::handle_input), [`handle_timeout`](Self::handle_timeout),
+/// - input: [`handle_input`](Self::handle_input) (or the borrowing
+///   [`handle_input_with`](Self::handle_input_with)), [`handle_timeout`](Self::handle_timeout),
 ///   [`handle_eof`](Self::handle_eof);
 /// - commands: [`send_text`](Self::send_text), [`send_binary`](Self::send_binary),
 ///   [`send_fragment`](Self::send_fragment), [`send_ping`](Self::send_ping),
@@ -274,6 +289,36 @@ impl Connection {
     /// as [`Event::Closed`] with an error. After `Closed`, input is ignored and left in `src`.
     pub fn handle_input(&mut self, now: Instant, src: &mut BytesMut) {
         self.handle_input_impl(now, src);
+    }
+
+    /// Like [`handle_input`](Self::handle_input) followed by draining
+    /// [`poll_event`](Self::poll_event), but (in [`FragmentMode::Reassemble`](crate::FragmentMode))
+    /// single-frame messages are lent to `f` as slices of
+    /// `src` (unmasked in place) instead of being split off as `Bytes`: no reference count and
+    /// no event queue per message. For consumers that parse or forward a message and do not
+    /// keep it. `f` gets the connection too, so it can send replies; events arrive in wire
+    /// order, with earlier queued events first.
+    pub fn handle_input_with<F>(&mut self, now: Instant, src: &mut BytesMut, mut f: F)
+    where
+        F: FnMut(&mut Connection, EventRef<'_>),
+    {
+        loop {
+            while let Some(ev) = self.poll_event() {
+                f(self, EventRef::Owned(ev));
+            }
+            if matches!(self.state, State::Closed) || self.recv.stopped {
+                return;
+            }
+            if self.step_borrowed(now, src, &mut f).is_some() {
+                continue;
+            }
+            if !self.step(now, src) {
+                while let Some(ev) = self.poll_event() {
+                    f(self, EventRef::Owned(ev));
+                }
+                return;
+            }
+        }
     }
 
     /// Fires due timers: close timeout, pong timeout, heartbeat ping. Idempotent; early calls

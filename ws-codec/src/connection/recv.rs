@@ -57,55 +57,117 @@ impl Recv {
 
 impl Connection {
     pub(super) fn handle_input_impl(&mut self, now: Instant, src: &mut BytesMut) {
-        loop {
-            if matches!(self.state, State::Closed) || self.recv.stopped {
-                return;
-            }
-            let hdr = match self.recv.header {
-                Some(h) => h,
-                None => match FrameHeader::decode(src) {
-                    Ok(None) => return,
-                    Err(e) => return self.fail(e.into()),
-                    Ok(Some((h, n))) => {
-                        self.alive(now);
-                        if let Err(e) = self.check_header(&h) {
-                            return self.fail(e);
-                        }
-                        src.advance(n);
-                        self.recv.header = Some(h);
-                        h
-                    }
-                },
-            };
-            // `check_header` bounded the length by `max_frame_payload` (a usize)
-            let len = hdr.len as usize;
-            if src.len() < len {
-                if src.len() > self.recv.progress {
-                    self.alive(now);
-                    if let Err(e) = self.early_check(&hdr, src) {
-                        return self.fail(e);
-                    }
-                }
-                // room for the next read, but not the whole declared length at once: a 10-byte
-                // header must not buy a 16 MiB allocation; the buffer grows as bytes arrive
-                // (growth is geometric: at least what is already buffered, so a large frame
-                // costs O(n) copying in total)
-                src.reserve((len - src.len()).min(RESERVE_STEP.max(src.len())));
-                return;
-            }
-            self.recv.header = None;
-            self.alive(now);
-            let mut payload = src.split_to(len);
-            if let Some(key) = hdr.mask {
-                let done = self.recv.progress;
-                apply_mask(&mut payload[done..], key, done);
-            }
-            self.recv.progress = 0;
-            self.recv.early = None;
-            self.stats.frames_received += 1;
-            self.stats.bytes_received += len as u64;
-            self.on_frame(hdr, payload);
+        while self.step(now, src) {}
+    }
+
+    /// Processes at most one frame (or the header of one); `false` when no further progress
+    /// is possible with the bytes in `src`.
+    pub(super) fn step(&mut self, now: Instant, src: &mut BytesMut) -> bool {
+        if matches!(self.state, State::Closed) || self.recv.stopped {
+            return false;
         }
+        let hdr = match self.recv.header {
+            Some(h) => h,
+            None => match FrameHeader::decode(src) {
+                Ok(None) => return false,
+                Err(e) => {
+                    self.fail(e.into());
+                    return false;
+                }
+                Ok(Some((h, n))) => {
+                    self.alive(now);
+                    if let Err(e) = self.check_header(&h) {
+                        self.fail(e);
+                        return false;
+                    }
+                    src.advance(n);
+                    self.recv.header = Some(h);
+                    h
+                }
+            },
+        };
+        // `check_header` bounded the length by `max_frame_payload` (a usize)
+        let len = hdr.len as usize;
+        if src.len() < len {
+            if src.len() > self.recv.progress {
+                self.alive(now);
+                if let Err(e) = self.early_check(&hdr, src) {
+                    self.fail(e);
+                    return false;
+                }
+            }
+            // room for the next read, but not the whole declared length at once: a 10-byte
+            // header must not buy a 16 MiB allocation; the buffer grows as bytes arrive
+            // (growth is geometric: at least what is already buffered, so a large frame
+            // costs O(n) copying in total)
+            src.reserve((len - src.len()).min(RESERVE_STEP.max(src.len())));
+            return false;
+        }
+        self.recv.header = None;
+        self.alive(now);
+        let mut payload = src.split_to(len);
+        if let Some(key) = hdr.mask {
+            let done = self.recv.progress;
+            apply_mask(&mut payload[done..], key, done);
+        }
+        self.recv.progress = 0;
+        self.recv.early = None;
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += len as u64;
+        self.on_frame(hdr, payload);
+        true
+    }
+
+    /// The borrowed fast path of `handle_input_with`: a complete, unfragmented data frame at the
+    /// front of `src` is unmasked in place, validated and handed to `f` as a slice, then
+    /// skipped. `None`: the frame needs the general path (control, fragment, partial, error).
+    pub(super) fn step_borrowed<F>(
+        &mut self,
+        now: Instant,
+        src: &mut BytesMut,
+        f: &mut F,
+    ) -> Option<()>
+    where
+        F: FnMut(&mut Connection, super::EventRef<'_>),
+    {
+        if self.recv.header.is_some()
+            || self.recv.message.is_some()
+            || self.config.fragments != FragmentMode::Reassemble
+        {
+            return None;
+        }
+        let (h, n) = FrameHeader::decode(src).ok()??;
+        if !h.fin
+            || !matches!(h.opcode, OpCode::Text | OpCode::Binary)
+            || self.check_header(&h).is_err()
+        {
+            return None;
+        }
+        let len = h.len as usize;
+        if src.len() - n < len {
+            return None;
+        }
+        self.alive(now);
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += len as u64;
+        let payload = &mut src[n..n + len];
+        if let Some(key) = h.mask {
+            apply_mask(payload, key, 0);
+        }
+        if h.opcode == OpCode::Text {
+            match simdutf8::basic::from_utf8(payload) {
+                Ok(text) => f(self, super::EventRef::Text(text)),
+                Err(_) => {
+                    src.advance(n + len);
+                    self.fail(ProtocolError::InvalidUtf8);
+                    return Some(());
+                }
+            }
+        } else {
+            f(self, super::EventRef::Binary(payload));
+        }
+        src.advance(n + len);
+        Some(())
     }
 
     /// A partial frame grew: unmask the new bytes in place (never twice) and, for text, check
