@@ -9,7 +9,7 @@ use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessag
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -66,6 +66,20 @@ pub(crate) trait Class: Send + Sync {
 pub(crate) struct Env {
     pub(crate) storage: Storage,
     pub(crate) limits: Limits,
+    pub(crate) registry: Registry,
+}
+
+/// The running instances by (namespace, name).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Registry(Arc<Mutex<Instances>>);
+
+/// Instance queues by (namespace, name).
+pub(crate) type Instances = HashMap<(String, String), mpsc::Sender<Cmd>>;
+
+impl Registry {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Instances> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub(crate) struct ClassImpl<A, F> {
@@ -99,6 +113,7 @@ where
             sse_log_len: env.limits.sse_log_len,
         };
         let actor = Actor {
+            me: tx.downgrade(),
             starts: 0,
             agent: None,
             cx,
@@ -111,6 +126,7 @@ where
 }
 
 struct Actor<A: Agent> {
+    me: mpsc::WeakSender<Cmd>,
     starts: u64,
     agent: Option<A>,
     cx: Context<A>,
@@ -121,22 +137,51 @@ struct Actor<A: Agent> {
 impl<A: Agent> Actor<A> {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         loop {
-            let cmd = match self.env.limits.idle_timeout {
-                Some(idle) if self.agent.is_some() => {
-                    match tokio::time::timeout(idle, rx.recv()).await {
-                        Ok(cmd) => cmd,
-                        Err(_) => {
+            let idle = self.env.limits.idle_timeout.filter(|_| {
+                self.agent.is_some() || (self.cx.conns.is_empty() && self.cx.sse.is_empty())
+            });
+            let cmd = match idle {
+                Some(idle) => match tokio::time::timeout(idle, rx.recv()).await {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        if self.agent.is_some() {
                             self.maybe_hibernate();
-                            continue;
+                        } else if self.try_exit(&mut rx) {
+                            break;
                         }
+                        continue;
                     }
-                }
-                _ => rx.recv().await,
+                },
+                None => rx.recv().await,
             };
             let Some(cmd) = cmd else { break };
             self.handle(cmd).await;
             self.notify_state_changes().await;
         }
+    }
+
+    /// An evicted instance without connections leaves the registry and ends (its data is in
+    /// storage; the next event starts a new one). Decided under the registry lock, through
+    /// which every first event of an instance is delivered, and only with an empty queue.
+    fn try_exit(&mut self, rx: &mut mpsc::Receiver<Cmd>) -> bool {
+        if !self.cx.conns.is_empty() || !self.cx.sse.is_empty() {
+            return false;
+        }
+        let mut map = self.env.registry.lock();
+        if !rx.is_empty() {
+            return false;
+        }
+        let key = (self.cx.namespace.to_string(), self.cx.name.to_string());
+        let mine = match (map.get(&key), self.me.upgrade()) {
+            (Some(tx), Some(me)) => tx.same_channel(&me),
+            _ => false,
+        };
+        if mine {
+            map.remove(&key);
+        }
+        rx.close();
+        tracing::debug!("instance ended");
+        true
     }
 
     /// Drops the agent value, its loaded state and the database handle; connections stay.

@@ -3,7 +3,7 @@
 use crate::agent::{Agent, BoxError};
 use crate::body::{response, Body};
 use crate::connection::Connection;
-use crate::instance::{Class, ClassImpl, Cmd, Env};
+use crate::instance::{Class, ClassImpl, Cmd, Env, Registry};
 use crate::store::Storage;
 use crate::Limits;
 use agentwire_protocol::{
@@ -21,7 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -61,7 +61,6 @@ pub struct Server {
 struct Inner {
     prefix: String,
     classes: HashMap<String, Arc<dyn Class>>,
-    instances: Mutex<HashMap<(String, String), mpsc::Sender<Cmd>>>,
     env: Env,
     fallback: Option<Fallback>,
     shutdown: watch::Sender<bool>,
@@ -171,10 +170,10 @@ impl ServerBuilder {
             inner: Arc::new(Inner {
                 prefix: self.prefix,
                 classes: self.classes,
-                instances: Mutex::new(HashMap::new()),
                 env: Env {
                     storage: self.storage,
                     limits: self.limits,
+                    registry: Registry::default(),
                 },
                 fallback: self.fallback,
                 shutdown,
@@ -191,21 +190,48 @@ impl Server {
         ServerBuilder::default()
     }
 
-    fn instance(&self, class: &Arc<dyn Class>, name: &str) -> mpsc::Sender<Cmd> {
-        let mut map = self
-            .inner
-            .instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    /// Delivers `cmd` to the instance, starting it if needed; returns its queue. An instance
+    /// that exits (idle, no connections) between lookup and delivery is started again.
+    async fn deliver(
+        &self,
+        class: &Arc<dyn Class>,
+        name: &str,
+        mut cmd: Cmd,
+    ) -> Option<mpsc::Sender<Cmd>> {
         let key = (class.namespace().to_owned(), name.to_owned());
-        if let Some(tx) = map.get(&key) {
-            if !tx.is_closed() {
-                return tx.clone();
+        for _ in 0..8 {
+            let tx = {
+                let mut map = self.inner.env.registry.lock();
+                let tx = match map.get(&key) {
+                    Some(tx) if !tx.is_closed() => tx.clone(),
+                    _ => {
+                        let tx = class.spawn(name, self.inner.env.clone());
+                        map.insert(key.clone(), tx.clone());
+                        tx
+                    }
+                };
+                // Under the registry lock an idle instance cannot decide to exit meanwhile.
+                match tx.try_send(cmd) {
+                    Ok(()) => return Some(tx),
+                    Err(mpsc::error::TrySendError::Full(c)) => {
+                        cmd = c;
+                        tx
+                    }
+                    Err(mpsc::error::TrySendError::Closed(c)) => {
+                        cmd = c;
+                        map.remove(&key);
+                        continue;
+                    }
+                }
+            };
+            // A full queue: wait for room outside the lock (the instance is busy, not exiting;
+            // if it exits anyway the send fails and the loop starts it again).
+            match tx.send(cmd).await {
+                Ok(()) => return Some(tx),
+                Err(e) => cmd = e.0,
             }
         }
-        let tx = class.spawn(name, self.inner.env.clone());
-        map.insert(key, tx.clone());
-        tx
+        None
     }
 
     /// Handles one request: agent upgrade, agent HTTP request, or the fallback.
@@ -250,9 +276,12 @@ impl Server {
             Err(resp) => return resp,
         };
         let (reply, rx) = oneshot::channel();
-        let tx = self.instance(&class, &name);
         let req = Box::new(req);
-        if tx.send(Cmd::Request { req, reply }).await.is_err() {
+        if self
+            .deliver(&class, &name, Cmd::Request { req, reply })
+            .await
+            .is_none()
+        {
             return unavailable();
         }
         rx.await.unwrap_or_else(|_| unavailable())
@@ -285,16 +314,15 @@ impl Server {
             parts.uri.clone(),
             self.inner.env.limits.max_queued_bytes,
         );
-        let tx = self.instance(&class, name);
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Connect {
             conn: conn.clone(),
             parts: Arc::new(parts),
             reply,
         };
-        if tx.send(cmd).await.is_err() {
+        let Some(tx) = self.deliver(&class, name, cmd).await else {
             return unavailable();
-        }
+        };
         match rx.await {
             Ok(None) => {}
             Ok(Some(resp)) => return resp,
@@ -434,13 +462,7 @@ impl Server {
         name: &str,
     ) -> Option<crate::instance::InstanceInfo> {
         let key = (camel_case_to_kebab_case(class_name), name.to_owned());
-        let tx = self
-            .inner
-            .instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)?
-            .clone();
+        let tx = self.inner.env.registry.lock().get(&key)?.clone();
         let (reply, rx) = oneshot::channel();
         tx.send(Cmd::Stats { reply }).await.ok()?;
         rx.await.ok()

@@ -10,9 +10,12 @@
 //! `synchronous=NORMAL`: durable against a process crash such as `kill -9`; use
 //! [`Storage::sqlite_full_sync`] for durability against power loss too).
 
-use rusqlite::{params, Connection as Db, OptionalExtension};
+use rusqlite::{params, Connection as Db, OpenFlags, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Where instances keep their data.
 #[derive(Debug, Clone)]
@@ -22,8 +25,17 @@ pub struct Storage {
 
 #[derive(Debug)]
 enum Kind {
-    Memory,
+    Memory(Memory),
     Sqlite { dir: PathBuf, full_sync: bool },
+}
+
+/// In-memory databases live as long as the `Storage`: each is a named shared-cache memory
+/// database held open by a keeper connection, so an instance that is evicted or ends finds
+/// its data again.
+#[derive(Debug)]
+struct Memory {
+    uid: u64,
+    dbs: Mutex<HashMap<(String, String), (u64, Db)>>,
 }
 
 /// A storage error.
@@ -38,10 +50,15 @@ pub enum StoreError {
 }
 
 impl Storage {
-    /// A private in-memory database per instance; nothing survives the process. For tests.
+    /// An in-memory database per instance, kept as long as this `Storage` (and its clones)
+    /// exist; nothing survives the process. For tests and examples.
     pub fn memory() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
-            kind: Arc::new(Kind::Memory),
+            kind: Arc::new(Kind::Memory(Memory {
+                uid: NEXT.fetch_add(1, Ordering::Relaxed),
+                dbs: Mutex::new(HashMap::new()),
+            })),
         }
     }
 
@@ -68,14 +85,38 @@ impl Storage {
     /// The data directory, if this is file storage.
     pub fn dir(&self) -> Option<&Path> {
         match &*self.kind {
-            Kind::Memory => None,
+            Kind::Memory(_) => None,
             Kind::Sqlite { dir, .. } => Some(dir),
         }
     }
 
     pub(crate) fn open(&self, namespace: &str, name: &str) -> Result<InstanceStore, StoreError> {
         let db = match &*self.kind {
-            Kind::Memory => Db::open_in_memory()?,
+            Kind::Memory(mem) => {
+                let mut dbs = mem.dbs.lock().unwrap_or_else(|e| e.into_inner());
+                let next = dbs.len() as u64 + 1;
+                let key = (namespace.to_owned(), name.to_owned());
+                let uri = |id: u64| {
+                    format!(
+                        "file:agentwire-{}-{}-{id}?mode=memory&cache=shared",
+                        std::process::id(),
+                        mem.uid
+                    )
+                };
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let id = match dbs.get(&key) {
+                    Some((id, _)) => *id,
+                    None => {
+                        let keeper = Db::open_with_flags(uri(next), flags)?;
+                        dbs.insert(key, (next, keeper));
+                        next
+                    }
+                };
+                Db::open_with_flags(uri(id), flags)?
+            }
             Kind::Sqlite { dir, full_sync } => {
                 let dir = dir.join(file_name(namespace));
                 std::fs::create_dir_all(&dir)?;
@@ -236,6 +277,40 @@ mod tests {
         let f = file_name(&long);
         assert!(f.len() < 200);
         assert_ne!(f, file_name(&"x".repeat(401)));
+    }
+
+    #[test]
+    fn memory_storage_outlives_instance_handles() {
+        let storage = Storage::memory();
+        storage.open("ns", "a").unwrap().save_state("1").unwrap();
+        storage.open("ns", "b").unwrap().save_state("2").unwrap();
+        assert_eq!(
+            storage
+                .open("ns", "a")
+                .unwrap()
+                .load_state()
+                .unwrap()
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            storage
+                .open("ns", "b")
+                .unwrap()
+                .load_state()
+                .unwrap()
+                .as_deref(),
+            Some("2")
+        );
+        // another Storage is another world
+        assert_eq!(
+            Storage::memory()
+                .open("ns", "a")
+                .unwrap()
+                .load_state()
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

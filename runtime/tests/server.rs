@@ -448,3 +448,32 @@ async fn usable_as_a_tower_service() {
         .unwrap();
     assert_eq!(svc.call(req).await.unwrap().status(), 400);
 }
+
+#[tokio::test]
+async fn idle_instances_end_and_restart_with_their_state() {
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_millis(150)),
+        ..Limits::default()
+    };
+    let server = server_with(Storage::memory(), limits);
+    let addr = spawn(server.clone()).await;
+    let mut c = Client::connect(addr, "/agents/test-agent/gone")
+        .await
+        .unwrap();
+    c.connect_frames().await;
+    assert_eq!(c.call_ok("increment", json!([3])).await, json!(3));
+    c.close(1000).await;
+    while c.recv_within(Duration::from_millis(200)).await.is_some() {}
+    // evicted after one idle period, ended after another: no longer running
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.instance_info("TestAgent", "gone").await, None);
+    // the next request starts a new instance that finds the state
+    let (s, _, body) = http(addr, "GET", "/agents/test-agent/gone/status", &[], "").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["state"],
+        json!({"count": 3})
+    );
+    let info = server.instance_info("TestAgent", "gone").await.unwrap();
+    assert_eq!((info.awake, info.starts, info.connections), (true, 1, 0));
+}
