@@ -1,6 +1,8 @@
 //! One actor task per agent instance: events one at a time, in arrival order.
 
-use crate::agent::{encode_reply, Agent, BoxError, Call, Context, Loaded, Reject, StateSource};
+use crate::agent::{
+    encode_reply, Agent, BoxError, Call, Context, Loaded, Reject, RpcError, StateSource,
+};
 use crate::body::{response, Body};
 use crate::connection::{Connection, Message};
 use crate::store::Storage;
@@ -9,6 +11,7 @@ use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessag
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -283,9 +286,23 @@ impl<A: Agent> Actor<A> {
             return;
         };
         let cx = &mut self.cx;
+        // A panicking hook fails its event (error reply, 500, refused connection) and resets the
+        // agent value, as a crashed Durable Object is; sockets and stored data are kept.
+        let mut panicked = false;
         match cmd {
             Cmd::Connect { conn, parts, reply } => {
-                let outcome = connect(agent, cx, &self.env.limits, conn, &parts).await;
+                let key = conn.key();
+                let outcome = match guard(connect(agent, cx, &self.env.limits, conn, &parts)).await
+                {
+                    Ok(o) => o,
+                    Err(()) => {
+                        panicked = true;
+                        if let Some(c) = cx.conns.remove(&key) {
+                            c.mark_closed();
+                        }
+                        Some(internal_error())
+                    }
+                };
                 let _ = reply.send(outcome);
             }
             Cmd::Text { conn, text } => {
@@ -306,18 +323,22 @@ impl<A: Agent> Actor<A> {
                             conn: conn.clone(),
                         };
                         cx.current = Some(conn.clone());
-                        let res = agent.on_call(cx, call).await;
+                        let res = guard(agent.on_call(cx, call)).await.unwrap_or_else(|()| {
+                            panicked = true;
+                            Err(RpcError::new("Internal error"))
+                        });
                         cx.current = None;
                         let _ = conn.send_text(encode_reply(id, &method, res));
                     }
                     _ => {
                         cx.current = Some(conn.clone());
-                        let r = agent
-                            .on_message(cx, &conn, Message::Text(text.clone()))
-                            .await;
+                        let r =
+                            guard(agent.on_message(cx, &conn, Message::Text(text.clone()))).await;
                         cx.current = None;
-                        if let Err(e) = r {
-                            agent.on_error(cx, Some(&conn), &e).await;
+                        match r {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => agent.on_error(cx, Some(&conn), &e).await,
+                            Err(()) => panicked = true,
                         }
                     }
                 }
@@ -327,10 +348,12 @@ impl<A: Agent> Actor<A> {
                     return;
                 }
                 cx.current = Some(conn.clone());
-                let r = agent.on_message(cx, &conn, Message::Binary(data)).await;
+                let r = guard(agent.on_message(cx, &conn, Message::Binary(data))).await;
                 cx.current = None;
-                if let Err(e) = r {
-                    agent.on_error(cx, Some(&conn), &e).await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => agent.on_error(cx, Some(&conn), &e).await,
+                    Err(()) => panicked = true,
                 }
             }
             Cmd::Close {
@@ -343,22 +366,36 @@ impl<A: Agent> Actor<A> {
                 if cx.conns.remove(&conn.key()).is_none() {
                     return; // never accepted
                 }
-                if let Err(e) = agent.on_close(cx, &conn, code, &reason, clean).await {
-                    agent.on_error(cx, Some(&conn), &e).await;
+                match guard(agent.on_close(cx, &conn, code, &reason, clean)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => agent.on_error(cx, Some(&conn), &e).await,
+                    Err(()) => panicked = true,
                 }
             }
             Cmd::Request { req, reply } => {
                 cx.current = None;
-                let resp = match agent.on_request(cx, *req).await {
-                    Ok(r) => r,
-                    Err(e) => {
+                let resp = match guard(agent.on_request(cx, *req)).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
                         agent.on_error(cx, None, &e).await;
-                        response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                        internal_error()
+                    }
+                    Err(()) => {
+                        panicked = true;
+                        internal_error()
                     }
                 };
                 let _ = reply.send(resp);
             }
             Cmd::Stats { .. } => {}
+        }
+        if panicked {
+            tracing::error!("an agent hook panicked; the agent will start again on the next event");
+            self.agent = None;
+            self.cx.state = None;
+            self.cx.store = None;
+            self.cx.changed.clear();
+            self.cx.current = None;
         }
     }
 
@@ -378,6 +415,24 @@ impl<A: Agent> Actor<A> {
             }
         }
     }
+}
+
+fn internal_error() -> Response<Body> {
+    response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+/// Runs a hook future, turning a panic into `Err(())` (the panic itself is reported by the
+/// panic hook as usual).
+async fn guard<F: Future>(f: F) -> Result<F::Output, ()> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    })
+    .await
 }
 
 fn loaded<S>(value: S, raw: RawJson) -> Loaded<S> {

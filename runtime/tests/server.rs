@@ -477,3 +477,26 @@ async fn idle_instances_end_and_restart_with_their_state() {
     let info = server.instance_info("TestAgent", "gone").await.unwrap();
     assert_eq!((info.awake, info.starts, info.connections), (true, 1, 0));
 }
+
+#[tokio::test]
+async fn a_panicking_hook_fails_its_call_and_the_agent_restarts() {
+    let server = server_with(Storage::memory(), Limits::default());
+    let addr = spawn(server.clone()).await;
+    let mut a = Client::connect(addr, "/agents/test-agent/oops?_pk=a")
+        .await
+        .unwrap();
+    let mut b = Client::connect(addr, "/agents/test-agent/oops?_pk=b")
+        .await
+        .unwrap();
+    a.connect_frames().await;
+    b.connect_frames().await;
+    assert_eq!(a.call_ok("increment", json!([2])).await, json!(2));
+    let started = a.call_ok("startedAt", json!([])).await;
+    let r = a.call("panic", json!([])).await;
+    assert_eq!(r["error"], "Internal error");
+    // both sockets still work; the agent started again and found its state
+    assert_eq!(b.call_ok("increment", json!([1])).await, json!(3));
+    assert_ne!(a.call_ok("startedAt", json!([])).await, started);
+    let info = server.instance_info("TestAgent", "oops").await.unwrap();
+    assert_eq!((info.connections, info.starts), (2, 2));
+}

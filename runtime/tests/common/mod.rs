@@ -141,6 +141,7 @@ impl Agent for TestAgent {
                 Reply::json(&n)
             }
             "hidden" => Err(RpcError::NotCallable),
+            "panic" => panic!("a bug in the agent"),
             _ => Err(RpcError::NoSuchMethod),
         }
     }
