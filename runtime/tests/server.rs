@@ -500,3 +500,64 @@ async fn a_panicking_hook_fails_its_call_and_the_agent_restarts() {
     let info = server.instance_info("TestAgent", "oops").await.unwrap();
     assert_eq!((info.connections, info.starts), (2, 2));
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_at_its_queue_limit() {
+    let limits = Limits {
+        max_queued_bytes: 256 * 1024,
+        ..Limits::default()
+    };
+    let addr = spawn(server_with(Storage::memory(), limits)).await;
+    let path = "/agents/test-agent/slow";
+    let mut sender = Client::connect(addr, &format!("{path}?_pk=s"))
+        .await
+        .unwrap();
+    let mut reader = Client::connect(addr, &format!("{path}?_pk=r"))
+        .await
+        .unwrap();
+    let mut stalled = Client::connect(addr, &format!("{path}?_pk=x"))
+        .await
+        .unwrap();
+    sender.connect_frames().await;
+    reader.connect_frames().await;
+    stalled.connect_frames().await;
+    // 32 MiB for each receiver: far more than socket buffers and the 256 KiB queue hold
+    let reader_task = tokio::spawn(async move {
+        let mut got = 0usize;
+        while let Some(Frame::Binary(b)) = reader.recv_within(WAIT).await {
+            got += b.len();
+            if got == 32 << 20 {
+                break;
+            }
+        }
+        got
+    });
+    let reached = sender.call_ok("flood", json!([512, 64 * 1024])).await;
+    // the last broadcasts no longer reach the stalled socket; the reader got everything
+    assert_eq!(reached, json!(1));
+    assert_eq!(reader_task.await.unwrap(), 32 << 20);
+    // when the stalled client reads again it finds what was queued, then a 1008 close
+    let mut last = None;
+    while let Some(f) = stalled.recv_within(WAIT).await {
+        last = Some(f);
+    }
+    assert_eq!(last, Some(Frame::Close(1008, "send queue full".into())));
+}
+
+#[tokio::test]
+async fn a_custom_prefix_routes_and_everything_else_falls_back() {
+    let server = agentwire::Server::builder()
+        .agent("TestAgent", test_agent)
+        .prefix("api/agents")
+        .build();
+    let addr = spawn(server).await;
+    let mut c = Client::connect(addr, "/api/agents/test-agent/p/extra?_pk=z")
+        .await
+        .unwrap();
+    assert_eq!(c.connect_frames().await[0]["name"], "p");
+    assert_eq!(c.call_ok("whoami", json!([])).await["id"], "z");
+    let (s, _, _) = http(addr, "GET", "/agents/test-agent/p/status", &[], "").await;
+    assert_eq!(s, 404, "the default prefix is not routed any more");
+    let (s, _, _) = http(addr, "GET", "/api/agents/test-agent/p/status", &[], "").await;
+    assert_eq!(s, 200);
+}

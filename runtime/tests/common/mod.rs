@@ -142,6 +142,20 @@ impl Agent for TestAgent {
             }
             "hidden" => Err(RpcError::NotCallable),
             "panic" => panic!("a bug in the agent"),
+            "flood" => {
+                // n broadcasts of `size` bytes, 1 ms apart, to everyone but the caller; returns how many
+                // connections the last one reached
+                let (n, size): (usize, usize) = (call.arg(0)?, call.arg(1)?);
+                let me = [call.connection().id()];
+                let payload = bytes::Bytes::from(vec![b'x'; size]);
+                let mut reached = 0;
+                for _ in 0..n {
+                    reached = cx.broadcast(payload.clone(), &me);
+                    // paced, so that a client that reads keeps up
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Reply::json(&reached)
+            }
             _ => Err(RpcError::NoSuchMethod),
         }
     }
