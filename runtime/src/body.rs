@@ -132,6 +132,37 @@ impl http_body::Body for Body {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn streaming_body_sends_keep_alives_only_when_silent() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = Body::channel(rx, Some(Duration::from_secs(15)));
+        tx.send(Bytes::from_static(b"data: a\n\n")).await.unwrap();
+        let f = body.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), &b"data: a\n\n"[..]);
+        // nothing for 15 s: a keep-alive comment (time is paused and advances by itself)
+        let f = body.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), &b":\n"[..]);
+        drop(tx);
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn full_body_is_one_frame() {
+        let mut body = Body::from("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let f = body.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), &b"hello"[..]);
+        assert!(body.frame().await.is_none());
+        assert!(Body::empty().is_end_stream());
+    }
+}
+
 /// Shorthand responses.
 pub mod response {
     use super::Body;

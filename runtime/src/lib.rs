@@ -60,6 +60,22 @@
 //! The complete test agent of the interop suite is `examples/counter.rs`
 //! (`cargo run --release -p agentwire --example counter -- --addr 127.0.0.1:8787 --data DIR`).
 //!
+//! # Serving
+//!
+//! * [`Server::serve`] / [`Server::serve_with_shutdown`]: HTTP/1.1 with upgrades on hyper, one
+//!   task per connection; the graceful shutdown stops accepting, closes WebSockets with `1001`
+//!   and lets HTTP requests finish.
+//! * The [`Server`] is a `tower::Service<http::Request<B>>` for any request body, so it mounts
+//!   in axum (`Router::new().route(...).fallback_service(server)`) or any tower/hyper stack.
+//!   Give it the full, unstripped path (it matches the prefix itself; avoid `nest_service`).
+//!   WebSocket upgrades work wherever hyper's upgrade extension is present (axum's `serve`
+//!   and hyper-util's servers with upgrades enabled).
+//! * [`Server::handle`] answers one request.
+//!
+//! Each WebSocket is driven by its own task around the Sans-IO `agentwire-ws` machine (read →
+//! `handle_input` → events → the instance; the connection's queue → frames → vectored writes;
+//! `poll_timeout` → timer); each instance is one task that handles its events one at a time.
+//!
 //! # The model
 //!
 //! | upstream (`agents`) | here |

@@ -561,3 +561,21 @@ async fn a_custom_prefix_routes_and_everything_else_falls_back() {
     let (s, _, _) = http(addr, "GET", "/api/agents/test-agent/p/status", &[], "").await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn state_change_hook_runs_after_each_accepted_change() {
+    let addr = spawn(server_with(Storage::memory(), Limits::default())).await;
+    let mut a = Client::connect(addr, "/agents/test-agent/hook?_pk=a")
+        .await
+        .unwrap();
+    a.connect_frames().await;
+    a.send_text(r#"{"state":{"count":5},"type":"cf_agent_state"}"#)
+        .await;
+    a.send_text(r#"{"state":{"count":-5},"type":"cf_agent_state"}"#)
+        .await; // refused
+    a.call_ok("increment", json!([1])).await;
+    assert_eq!(
+        a.call_ok("updates", json!([])).await,
+        json!([["a", 5], ["server", 6]])
+    );
+}

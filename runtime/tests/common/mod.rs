@@ -30,10 +30,15 @@ pub struct Count {
 /// A counter agent for the tests (integer counts only).
 pub struct TestAgent {
     started_at: u128,
+    /// (source connection id or "server", count) of every state change notification
+    updates: Vec<(String, i64)>,
 }
 
 pub fn test_agent(_name: &str) -> TestAgent {
-    TestAgent { started_at: 0 }
+    TestAgent {
+        started_at: 0,
+        updates: Vec::new(),
+    }
 }
 
 impl Agent for TestAgent {
@@ -70,6 +75,17 @@ impl Agent for TestAgent {
             .map(|t| t.into_owned())
             .into_iter()
             .collect()
+    }
+
+    async fn on_state_update(
+        &mut self,
+        _cx: &mut Context<Self>,
+        state: &Count,
+        source: Option<&Connection>,
+    ) -> Result<(), BoxError> {
+        let who = source.map_or_else(|| "server".to_owned(), |c| c.id().to_owned());
+        self.updates.push((who, state.count));
+        Ok(())
     }
 
     async fn on_connect(
@@ -142,6 +158,7 @@ impl Agent for TestAgent {
             }
             "hidden" => Err(RpcError::NotCallable),
             "panic" => panic!("a bug in the agent"),
+            "updates" => Reply::json(&self.updates),
             "flood" => {
                 // n broadcasts of `size` bytes, 1 ms apart, to everyone but the caller; returns how many
                 // connections the last one reached
