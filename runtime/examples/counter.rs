@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Options: `--addr HOST:PORT` (default `127.0.0.1:8787`), `--data DIR` (SQLite files; without
-//! it, state lives in memory), `--idle SECS` (hibernation timeout, default 10; `0` never evicts).
+//! it, state lives in memory), `--idle SECS` (hibernation timeout, default 10; `0` never evicts),
+//! `--connect-pacing-ms MS` and `--mcp-delay-ms MS` (the connect-frame waits of `Limits`,
+//! default 10 and 30; `0` disables).
 //! Stops gracefully on Ctrl-C or SIGTERM.
 
 use agentwire::body::response;
@@ -266,18 +268,39 @@ impl Agent for CounterAgent {
     }
 }
 
-fn args() -> (String, Option<String>, Option<u64>) {
-    let mut addr = "127.0.0.1:8787".to_owned();
-    let mut data = None;
-    let mut idle = None;
+struct Args {
+    addr: String,
+    data: Option<String>,
+    limits: Limits,
+}
+
+fn ms(v: Option<String>) -> Option<Duration> {
+    let ms: u64 = v.and_then(|s| s.parse().ok()).unwrap_or(0);
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        addr: "127.0.0.1:8787".to_owned(),
+        data: None,
+        limits: Limits::default(),
+    };
     let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--addr" => addr = it.next().unwrap_or(addr),
-            "--data" => data = it.next(),
-            "--idle" => idle = it.next().and_then(|s| s.parse().ok()),
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--addr" => a.addr = it.next().unwrap_or(a.addr),
+            "--data" => a.data = it.next(),
+            "--idle" => {
+                let secs: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                a.limits.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            "--connect-pacing-ms" => a.limits.connect_pacing = ms(it.next()),
+            "--mcp-delay-ms" => a.limits.mcp_frame_delay = ms(it.next()),
             "-h" | "--help" => {
-                eprintln!("usage: counter [--addr HOST:PORT] [--data DIR] [--idle SECS]");
+                eprintln!(
+                    "usage: counter [--addr HOST:PORT] [--data DIR] [--idle SECS] \
+                     [--connect-pacing-ms MS] [--mcp-delay-ms MS]"
+                );
                 std::process::exit(0);
             }
             other => {
@@ -286,7 +309,7 @@ fn args() -> (String, Option<String>, Option<u64>) {
             }
         }
     }
-    (addr, data, idle)
+    a
 }
 
 async fn stop_signal() {
@@ -305,11 +328,7 @@ async fn stop_signal() {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let (addr, data, idle) = args();
-    let mut limits = Limits::default();
-    if let Some(s) = idle {
-        limits.idle_timeout = (s > 0).then(|| Duration::from_secs(s));
-    }
+    let Args { addr, data, limits } = args();
     let storage = data.map_or_else(Storage::memory, Storage::sqlite);
     let server = Server::builder()
         .agent("CounterAgent", |_name| CounterAgent {
