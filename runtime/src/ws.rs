@@ -7,7 +7,7 @@
 use crate::connection::{Connection, Message, Out};
 use crate::instance::Cmd;
 use agentwire_ws::{CloseCode, Connection as Ws, Event, Role};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -338,30 +338,19 @@ async fn write_pending(ws: &mut Ws, io: &mut Transport) -> std::io::Result<()> {
         if frames.is_empty() {
             return Ok(());
         }
-        let mut bufs: Vec<bytes::Bytes> = Vec::with_capacity(frames.len() * 2);
-        for t in &frames {
-            bufs.push(bytes::Bytes::copy_from_slice(&t.head));
-            if !t.payload.is_empty() {
-                bufs.push(t.payload.clone());
-            }
-        }
-        let mut i = 0;
-        while i < bufs.len() {
-            let slices: Vec<IoSlice<'_>> = bufs[i..].iter().map(|b| IoSlice::new(b)).collect();
-            let mut n = io.write_vectored(&slices).await?;
+        // header and payload of every frame as slices of one vectored write, no copies
+        let mut slices: Vec<IoSlice<'_>> = frames
+            .iter()
+            .flat_map(|t| [IoSlice::new(&t.head), IoSlice::new(&t.payload)])
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            let n = io.write_vectored(bufs).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            while n > 0 && i < bufs.len() {
-                let len = bufs[i].len();
-                if n >= len {
-                    n -= len;
-                    i += 1;
-                } else {
-                    bufs[i].advance(n);
-                    n = 0;
-                }
-            }
+            IoSlice::advance_slices(&mut bufs, n);
         }
         io.flush().await?;
     }
