@@ -11,7 +11,7 @@
 //! cargo bench -p agentwire-benches --bench ws -- --warm-up-time 1 --measurement-time 3
 //! ```
 
-use agentwire_ws::{apply_mask, Config, Connection, Event, FrameHeader, OpCode, Role};
+use agentwire_ws::{apply_mask, Config, Connection, Event, EventRef, FrameHeader, OpCode, Role};
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::io::{self, Read, Write};
@@ -194,6 +194,29 @@ fn dec_agentwire(w: &Workload) -> usize {
                 _ => {}
             }
         }
+    }
+    got
+}
+
+/// `Connection::handle_input_with`: single-frame messages lent as slices of the read buffer
+/// (no `Bytes`, no reference count per message); same checks as the owned path.
+fn dec_agentwire_borrowed(w: &Workload) -> usize {
+    let config = Config::default()
+        .with_max_frame_payload(2 << 20)
+        .with_max_message(2 << 20);
+    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
+    let now = std::time::Instant::now();
+    let mut buf = BytesMut::with_capacity(READ);
+    let mut got = 0;
+    for chunk in w.wire.chunks(READ) {
+        buf.extend_from_slice(chunk);
+        conn.handle_input_with(now, &mut buf, |_, ev| match ev {
+            EventRef::Text(t) => got += black_box(t).len(),
+            EventRef::Binary(b) => got += black_box(b).len(),
+            EventRef::Owned(Event::Text(t)) => got += black_box(t).len(),
+            EventRef::Owned(Event::Binary(b)) => got += black_box(b).len(),
+            _ => {}
+        });
     }
     got
 }
@@ -481,6 +504,7 @@ fn bench(c: &mut Criterion) {
         assert_eq!(dec_agentwire(&w), payload_total);
         assert_eq!(dec_floor(&w), payload_total);
         assert_eq!(dec_agentwire_frame(&w), payload_total);
+        assert_eq!(dec_agentwire_borrowed(&w), payload_total);
         assert_eq!(dec_tungstenite(&w), payload_total);
         assert_eq!(dec_fastwebsockets(&rt, &w), payload_total);
         assert_eq!(dec_soketto(&w), payload_total);
@@ -490,6 +514,9 @@ fn bench(c: &mut Criterion) {
         let mut scratch = Vec::with_capacity(w.wire.len());
         g.bench_function(BenchmarkId::from_parameter("agentwire"), |b| {
             b.iter(|| dec_agentwire(&w))
+        });
+        g.bench_function(BenchmarkId::from_parameter("agentwire-borrowed"), |b| {
+            b.iter(|| dec_agentwire_borrowed(&w))
         });
         g.bench_function(BenchmarkId::from_parameter("agentwire-frame"), |b| {
             b.iter(|| dec_agentwire_frame(&w))
