@@ -270,7 +270,14 @@ async fn routing_http_and_fallback() {
     assert_eq!(s, 404);
     let (s, _, _) = http(addr, "GET", "/agents/test-agent/x/boom", &[], "").await;
     assert_eq!(s, 500);
-    // a rejected connection is accepted, then closed with the agent's code
+    // on_connect may refuse the upgrade with an HTTP answer…
+    assert_eq!(
+        Client::connect(addr, "/agents/test-agent/x?auth=no")
+            .await
+            .err(),
+        Some(401)
+    );
+    // …or accept it and close at once with the agent's code
     let mut denied = Client::connect(addr, "/agents/test-agent/x?deny=1")
         .await
         .unwrap();

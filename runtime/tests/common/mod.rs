@@ -97,6 +97,12 @@ impl Agent for TestAgent {
         if conn.uri().query().unwrap_or("").contains("deny=1") {
             return Err(agentwire::Reject::Close(4001, "denied".into()));
         }
+        if conn.uri().query().unwrap_or("").contains("auth=no") {
+            return Err(agentwire::Reject::Http(response::text(
+                StatusCode::UNAUTHORIZED,
+                "no",
+            )));
+        }
         Ok(())
     }
 
