@@ -45,6 +45,8 @@ pub(crate) enum Cmd {
     Stats {
         reply: oneshot::Sender<InstanceInfo>,
     },
+    /// The server is shutting down: end the live SSE responses.
+    Shutdown,
 }
 
 /// What an instance holds (diagnostics; see [`Server::instance_info`](crate::Server::instance_info)).
@@ -249,14 +251,24 @@ impl<A: Agent> Actor<A> {
     }
 
     async fn handle(&mut self, cmd: Cmd) {
-        if let Cmd::Stats { reply } = cmd {
-            let _ = reply.send(InstanceInfo {
-                awake: self.agent.is_some(),
-                connections: self.cx.conns.len(),
-                starts: self.starts,
-            });
-            return;
+        match cmd {
+            Cmd::Stats { reply } => {
+                let _ = reply.send(InstanceInfo {
+                    awake: self.agent.is_some(),
+                    connections: self.cx.conns.len(),
+                    starts: self.starts,
+                });
+                return;
+            }
+            Cmd::Shutdown => {
+                self.cx.sse.clear();
+                return;
+            }
+            cmd => self.handle_event(cmd).await,
         }
+    }
+
+    async fn handle_event(&mut self, cmd: Cmd) {
         if let Err(e) = self.wake().await {
             tracing::error!(error = %e, "agent instance failed to start");
             match cmd {
@@ -278,7 +290,7 @@ impl<A: Agent> Actor<A> {
                 Cmd::Close { conn, .. } => {
                     self.cx.conns.remove(&conn.key());
                 }
-                Cmd::Stats { .. } => {}
+                Cmd::Stats { .. } | Cmd::Shutdown => {}
             }
             return;
         }
@@ -387,7 +399,7 @@ impl<A: Agent> Actor<A> {
                 };
                 let _ = reply.send(resp);
             }
-            Cmd::Stats { .. } => {}
+            Cmd::Stats { .. } | Cmd::Shutdown => {}
         }
         if panicked {
             tracing::error!("an agent hook panicked; the agent will start again on the next event");

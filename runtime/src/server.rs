@@ -381,9 +381,9 @@ impl Server {
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully: stops accepting, closes
-    /// every WebSocket with `1001`, lets HTTP connections finish their current request, and
-    /// waits for all of it up to [`Limits::shutdown_grace`]. (State is committed before it is
-    /// broadcast, so there is nothing left to flush.)
+    /// every WebSocket with `1001`, ends live SSE responses, lets HTTP connections finish their
+    /// current request, and waits for all of it up to [`Limits::shutdown_grace`]. (State is
+    /// committed before it is broadcast, so there is nothing left to flush.)
     pub async fn serve_with_shutdown(
         self,
         listener: TcpListener,
@@ -414,6 +414,11 @@ impl Server {
     /// and waits for it.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+        // End live SSE responses (their HTTP connections can then close).
+        let instances: Vec<_> = self.inner.env.registry.lock().values().cloned().collect();
+        for tx in instances {
+            let _ = tx.send(Cmd::Shutdown).await;
+        }
         let tasks = self.inner.tasks.clone();
         let wait = async move {
             loop {

@@ -586,3 +586,40 @@ async fn state_change_hook_runs_after_each_accepted_change() {
         json!([["a", 5], ["server", 6]])
     );
 }
+
+#[tokio::test]
+async fn graceful_shutdown_ends_live_sse_responses() {
+    let server = server_with(Storage::memory(), Limits::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve_with_shutdown(listener, async {
+        let _ = stopped.await;
+    }));
+    let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/agents/test-agent/live/feed")
+        .header("host", "x")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    // the body ends (well before the 5 s grace period) and the server returns
+    let body = tokio::time::timeout(WAIT, http_body_util::BodyExt::collect(res.into_body()))
+        .await
+        .expect("the SSE body ends")
+        .unwrap();
+    assert!(body.to_bytes().is_empty());
+    tokio::time::timeout(WAIT, served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
