@@ -258,12 +258,8 @@ impl<A: Agent> Actor<A> {
                     connections: self.cx.conns.len(),
                     starts: self.starts,
                 });
-                return;
             }
-            Cmd::Shutdown => {
-                self.cx.sse.clear();
-                return;
-            }
+            Cmd::Shutdown => self.cx.sse.clear(),
             cmd => self.handle_event(cmd).await,
         }
     }
