@@ -293,6 +293,8 @@ impl Decoder {
         self.queue.clear();
         self.partial = BytesMut::new();
         self.region = Bytes::new();
+        self.region_text = None;
+        self.current = (None, Data::Empty);
         self.pos = 0;
         self.skip_lf = false;
         self.bom_pending = true;
