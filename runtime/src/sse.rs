@@ -89,17 +89,13 @@ impl SseSender {
 /// server). An event name that is not a valid SSE field value is left out.
 pub fn encode(id: Option<u64>, event: Option<&str>, data: &str) -> Bytes {
     let mut b = BytesMut::with_capacity(data.len() + 32);
-    if let Some(id) = id {
-        // `EventId` validation cannot fail for digits; the codec writes `id:` after `event:`,
-        // so the id line is written here to keep the reference order.
-        if let Ok(id) = EventId::new(id.to_string()) {
-            b.extend_from_slice(b"id: ");
-            b.extend_from_slice(id.as_str().as_bytes());
-            b.extend_from_slice(b"\n");
-        }
-    }
+    // Digits are always a valid event ID.
+    let id = id.and_then(|id| EventId::new(id.to_string()).ok());
     let name = event.and_then(|e| EventName::new(e.to_owned()).ok());
     let mut ev = OutEvent::new(data);
+    if let Some(id) = &id {
+        ev = ev.id(id);
+    }
     if let Some(n) = &name {
         ev = ev.event(n);
     }

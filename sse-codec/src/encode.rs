@@ -104,7 +104,7 @@ field_type!(
 /// let id = EventId::new("42")?;
 /// let mut out = BytesMut::new();
 /// OutEvent::new("line one\nline two").event(&name).id(&id).encode(&mut out);
-/// assert_eq!(&out[..], b"event: update\nid: 42\ndata: line one\ndata: line two\n\n");
+/// assert_eq!(&out[..], b"id: 42\nevent: update\ndata: line one\ndata: line two\n\n");
 /// # Ok::<(), agentwire_sse::InvalidField>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
@@ -153,12 +153,13 @@ impl<'a> OutEvent<'a> {
         dst.put_u8(b'\n');
     }
 
+    /// `id:`, `event:`, `retry:` — the order the reference Agents server writes.
     fn write_head(&self, dst: &mut BytesMut) {
-        if let Some(name) = self.event {
-            write_field(dst, b"event: ", name.as_str());
-        }
         if let Some(id) = self.id {
             write_field(dst, b"id: ", id.as_str());
+        }
+        if let Some(name) = self.event {
+            write_field(dst, b"event: ", name.as_str());
         }
         if let Some(retry) = self.retry {
             encode_retry(retry, dst);
