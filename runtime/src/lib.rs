@@ -141,6 +141,7 @@ mod instance;
 mod server;
 pub mod sse;
 mod store;
+pub mod tail;
 mod ws;
 
 pub use agent::{
