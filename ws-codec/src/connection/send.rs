@@ -53,8 +53,13 @@ impl MaskSource {
 pub const COALESCE_BELOW: usize = 1024;
 
 /// Allocation unit of the buffer small (and, in the client role, all masked) frames are
-/// encoded into.
+/// encoded into, once a burst outgrows [`FIRST_CHUNK`].
 const TAIL_CHUNK: usize = 64 * 1024;
+
+/// First allocation of that buffer for a burst. After the queue is drained through
+/// `poll_transmit` the buffer's spare room is given back, so an idle connection holds no send
+/// buffer: 4 KiB per burst instead of 64 KiB per connection kept forever.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// Most automatic pongs kept unsent (each at most 131 bytes): 64, so that a burst of pings is
 /// answered one for one (as peers and Autobahn 2.10 expect) while a ping flood cannot grow the
@@ -167,7 +172,7 @@ impl SendQueue {
         let need = n + len;
         if self.tail.capacity() - self.tail.len() < need {
             if self.tail.is_empty() {
-                self.tail = BytesMut::with_capacity(need.max(TAIL_CHUNK));
+                self.tail = BytesMut::with_capacity(need.max(FIRST_CHUNK));
             } else {
                 self.tail.reserve(need.max(TAIL_CHUNK));
             }
@@ -317,6 +322,11 @@ impl SendQueue {
         }
         if self.queue.is_empty() {
             self.flush_tail();
+            // Everything queued is now in transmits: drop the spare room of the small-frame
+            // buffer so an idle connection keeps none (the next burst starts a new one).
+            if self.tail.capacity() > 0 {
+                self.tail = BytesMut::new();
+            }
         }
         if let Some(t) = self.queue.pop_front() {
             self.queued_bytes -= t.len();
