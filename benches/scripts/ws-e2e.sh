@@ -2,7 +2,7 @@
 # End-to-end WebSocket echo over loopback: agentwire-ws (the echo_tokio example),
 # tokio-tungstenite, fastwebsockets and a raw TCP echo floor, driven by `ws_e2e load`.
 #
-#   benches/scripts/ws-e2e.sh            # ~4-5 minutes; prints a markdown table
+#   benches/scripts/ws-e2e.sh            # ~5 minutes; prints a markdown table
 #   REPS=1 SCALE=0.3 benches/scripts/ws-e2e.sh   # quick smoke run
 #
 # Servers are pinned to CPU 1 (one tokio worker), the load generator to CPU 0, when
@@ -40,7 +40,7 @@ sleep 1
 SERVERS=(agentwire-ws tokio-tungstenite fastwebsockets raw-tcp)
 declare -A PORT=([agentwire-ws]=9101 [tokio-tungstenite]=9102 [fastwebsockets]=9103 [raw-tcp]=9104)
 # conns:msgs-per-connection, sized for ~2-3 s per run at the rates seen here.
-CONFIGS=(1:25000 10:20000 100:2500)
+CONFIGS=(1:80000 10:20000 100:2500)
 SIZES=(32 4096)
 
 : >"$OUT"
