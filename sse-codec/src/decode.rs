@@ -192,6 +192,8 @@ pub struct Decoder {
     region_text: Option<Utf8Bytes>,
     /// `region` is one line joined from `partial`, so it is not searched again.
     region_single: bool,
+    /// The last line was long: search the next one with `memchr2` straight away.
+    long_lines: bool,
     /// Bytes of the region's chunk follow the region (they went to `partial`).
     tail_follows: bool,
     /// The last byte seen was a CR: an LF that follows belongs to the same line end.
@@ -229,6 +231,7 @@ impl Decoder {
             pos: 0,
             region_text: None,
             region_single: false,
+            long_lines: false,
             tail_follows: false,
             skip_lf: false,
             bom_pending: true,
@@ -370,9 +373,11 @@ impl Decoder {
                     region.len() - 1
                 } else {
                     // The region ends with a terminator, so the search always succeeds.
-                    start + crate::scan::find_line_end(&region[start..]).unwrap_or(0)
+                    start
+                        + crate::scan::find_line_end(&region[start..], self.long_lines).unwrap_or(0)
                 };
                 let next = end + 1;
+                self.long_lines = end - start > crate::scan::SHORT_LINE;
                 if region[end] == b'\r' {
                     if next == region.len() {
                         // The byte after this CR is the first of the next chunk, unless the
@@ -637,6 +642,12 @@ impl Builder {
                     Some(t) => std::borrow::Cow::Borrowed(&t[value_start..end]),
                     None => String::from_utf8_lossy(&region[value_start..end]),
                 };
+                if let Data::Many(joined) = &mut self.data {
+                    // The common case of long data: append in place.
+                    joined.push('\n');
+                    joined.push_str(&piece());
+                    return None;
+                }
                 self.data = match std::mem::take(&mut self.data) {
                     Data::Empty if text.is_some() => Data::Range(value_start, end),
                     Data::Empty => Data::Held(owned_text()),
@@ -645,11 +656,7 @@ impl Builder {
                         Data::Many(join(first, &piece(), self.many_hint))
                     }
                     Data::Held(first) => Data::Many(join(&first, &piece(), self.many_hint)),
-                    Data::Many(mut joined) => {
-                        joined.push('\n');
-                        joined.push_str(&piece());
-                        Data::Many(joined)
-                    }
+                    Data::Many(joined) => Data::Many(joined),
                 };
             }
             b"event" => {

@@ -208,7 +208,7 @@ fn write_field(dst: &mut BytesMut, name: &[u8], value: &str) {
 fn write_lines(dst: &mut BytesMut, prefix: &[u8], text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
-    while let Some(i) = crate::scan::find_line_end(&bytes[start..]) {
+    while let Some(i) = crate::scan::find_line_end(&bytes[start..], false) {
         let end = start + i;
         dst.extend_from_slice(prefix);
         dst.extend_from_slice(&bytes[start..end]);

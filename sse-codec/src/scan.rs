@@ -15,15 +15,22 @@ fn cr_lf_bytes(word: u64) -> u64 {
     zero_bytes(word ^ LF) | zero_bytes(word ^ CR)
 }
 
+/// Lines up to this length are searched in registers (see [`find_line_end`]).
+pub(crate) const SHORT_LINE: usize = 32;
+
 /// Position of the first CR or LF in `hay`.
 ///
 /// Lines in event streams are mostly short (token events are ~25 bytes), where a call into
 /// a vectorised search costs more than the search: the first 32 bytes are checked eight at
-/// a time in registers, and only a longer line goes to `memchr2`.
+/// a time in registers, and only a longer line goes to `memchr2`. When the caller expects a
+/// long line (`long`: the previous one was), `memchr2` runs from the start.
 #[inline]
-pub(crate) fn find_line_end(hay: &[u8]) -> Option<usize> {
+pub(crate) fn find_line_end(hay: &[u8], long: bool) -> Option<usize> {
+    if long {
+        return memchr::memchr2(b'\n', b'\r', hay);
+    }
     let mut base = 0;
-    while base < 32 {
+    while base < SHORT_LINE {
         let Some(word) = hay.get(base..base + 8) else {
             return hay[base..]
                 .iter()
@@ -54,7 +61,8 @@ mod tests {
                         hay[at] = terminator;
                     }
                     let want = hay.iter().position(|&b| b == b'\n' || b == b'\r');
-                    assert_eq!(find_line_end(&hay), want, "len {len} at {at}");
+                    assert_eq!(find_line_end(&hay, false), want, "len {len} at {at}");
+                    assert_eq!(find_line_end(&hay, true), want, "len {len} at {at}");
                 }
             }
         }
