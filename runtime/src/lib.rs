@@ -137,6 +137,7 @@
 mod agent;
 pub mod body;
 mod connection;
+pub mod demo;
 mod instance;
 mod server;
 pub mod sse;

@@ -1,0 +1,67 @@
+//! The demo agents that `agentwire serve` runs, and its browser page.
+//!
+//! | agent | URL | what it shows |
+//! | --- | --- | --- |
+//! | [`CounterAgent`](counter::CounterAgent) | `/agents/counter-agent/{name}` | the interop test contract: state sync, RPC, streaming, broadcast, SSE |
+//! | [`ChatRoom`](chat::ChatRoom) | `/agents/chat-room/{room}?username=NAME` | join / leave, presence from per-connection state, history in SQLite |
+//! | [`TaskRunner`](tasks::TaskRunner) | `/agents/task-runner/{name}/tasks` | REST + SSE: token output streamed with ids, resumable with `Last-Event-ID` |
+//!
+//! [`server`] builds a [`Server`] with all three and the page ([`INDEX_HTML`]) at `/`: one
+//! self-contained HTML file (no build step, no external resources) using the browser's
+//! `WebSocket`, `fetch` and `EventSource`.
+
+pub mod chat;
+pub mod counter;
+pub mod tasks;
+
+use crate::body::response;
+use crate::{Body, Limits, Server, Storage};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+
+/// The demo page served at `/`.
+pub const INDEX_HTML: &str = include_str!("index.html");
+
+/// A server with the demo agents (token delay [`tasks::DEFAULT_TOKEN_DELAY`]) and the page.
+pub fn server(storage: Storage, limits: Limits) -> Server {
+    server_with(storage, limits, tasks::TaskRunner::new())
+}
+
+/// [`server`] with the given task runner (e.g. a faster one in tests).
+pub fn server_with(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> Server {
+    Server::builder()
+        .agent("CounterAgent", |_name| counter::CounterAgent::new())
+        .agent("ChatRoom", |_name| chat::ChatRoom::new())
+        .agent("TaskRunner", move |_name| runner.clone())
+        .storage(storage)
+        .limits(limits)
+        .fallback(|req| async move { page(&req) })
+        .build()
+}
+
+/// Answers the requests that are not agent requests: the page at `/` and `/index.html`,
+/// `404` otherwise.
+pub fn page(req: &Request<Bytes>) -> Response<Body> {
+    match req.uri().path() {
+        "/" | "/index.html" if req.method() == Method::GET || req.method() == Method::HEAD => {
+            let mut r = Response::new(if req.method() == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(INDEX_HTML)
+            });
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html;charset=utf-8"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        "/favicon.ico" => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        _ => response::not_found(),
+    }
+}
