@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const DELAY: Duration = Duration::from_millis(10);
+const DELAY: Duration = Duration::from_millis(20);
 
 async fn demo(storage: Storage) -> SocketAddr {
     let runner = TaskRunner::with_token_delay(DELAY);
