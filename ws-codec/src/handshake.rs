@@ -152,6 +152,21 @@ pub fn from_parts(req: &http::request::Parts) -> Result<Upgrade, HandshakeError>
     })
 }
 
+/// A head parse as `Some(head length)`, `None` (read more) or the error; a head still
+/// incomplete after [`MAX_HEAD_LEN`] bytes, or with too many headers, is too large.
+fn head_status(
+    parsed: httparse::Result<usize>,
+    buffered: usize,
+) -> Result<Option<usize>, HandshakeError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buffered > MAX_HEAD_LEN => Err(HandshakeError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooLarge),
+        Err(e) => Err(HandshakeError::Http(e.to_string())),
+    }
+}
+
 /// Parses an upgrade request from raw bytes with `httparse` into the caller's header array
 /// (its length bounds the header count; [`MAX_HEADERS`] is a good size).
 ///
@@ -164,17 +179,8 @@ pub fn parse_request<'b>(
     headers: &mut [httparse::Header<'b>],
 ) -> Result<Option<(Upgrade, usize)>, HandshakeError> {
     let mut req = httparse::Request::new(headers);
-    let n = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD_LEN {
-                Err(HandshakeError::TooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
-        Err(e) => return Err(HandshakeError::Http(e.to_string())),
+    let Some(n) = head_status(req.parse(buf), buf.len())? else {
+        return Ok(None);
     };
     if n > MAX_HEAD_LEN {
         return Err(HandshakeError::TooLarge);
@@ -396,17 +402,8 @@ impl ClientHandshake {
     pub fn parse_response(&self, buf: &[u8]) -> Result<Option<(Accepted, usize)>, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut headers);
-        let n = match res.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                return if buf.len() > MAX_HEAD_LEN {
-                    Err(HandshakeError::TooLarge)
-                } else {
-                    Ok(None)
-                };
-            }
-            Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
-            Err(e) => return Err(HandshakeError::Http(e.to_string())),
+        let Some(n) = head_status(res.parse(buf), buf.len())? else {
+            return Ok(None);
         };
         let mut b = Response::builder().status(res.code.unwrap_or(0));
         for h in res.headers.iter() {
