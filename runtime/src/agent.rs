@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -375,7 +375,9 @@ impl<S> Loaded<S> {
 pub struct Context<A: Agent> {
     pub(crate) name: Arc<str>,
     pub(crate) namespace: Arc<str>,
-    pub(crate) conns: HashMap<u64, Connection>,
+    /// Keyed by the connection's accept sequence, so iteration (broadcasts, `connections()`)
+    /// runs oldest connection first, like the reference server.
+    pub(crate) conns: BTreeMap<u64, Connection>,
     pub(crate) store: Option<InstanceStore>,
     pub(crate) state: Option<Loaded<A::State>>,
     pub(crate) current: Option<Connection>,

@@ -10,7 +10,7 @@ use crate::Limits;
 use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessage, Utf8Bytes};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -109,7 +109,7 @@ where
         let cx = Context::<A> {
             name: Arc::from(name),
             namespace: Arc::from(self.namespace.as_str()),
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             store: None,
             state: None,
             current: None,
@@ -202,7 +202,6 @@ impl<A: Agent> Actor<A> {
         self.agent = None;
         self.cx.state = None;
         self.cx.store = None;
-        self.cx.conns.shrink_to_fit();
     }
 
     /// Starts (or wakes) the instance: open storage, load state, announce MCP servers to the
