@@ -136,6 +136,9 @@
 
 mod agent;
 pub mod body;
+// The Rust `AgentClient`, only with the `client` feature (documented in the module).
+#[cfg(feature = "client")]
+pub mod client;
 mod connection;
 pub mod demo;
 mod instance;
