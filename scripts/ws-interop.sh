@@ -7,7 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}}"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-CARGO_TARGET_DIR="$TARGET_DIR" cargo build -q --release -p agentwire-ws --example echo_std --example client
+CARGO_TARGET_DIR="$TARGET_DIR" cargo build -q --release -p agentwire-ws --features deflate --example echo_std --example client
 cd "$root/ws-codec/interop"
 [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error
 echo "== Node ws interop"

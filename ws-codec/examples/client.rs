@@ -21,8 +21,20 @@ fn connect(url: &str) -> io::Result<(TcpStream, Connection, BytesMut)> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let (hs, req) =
-        ClientHandshake::new(&uri, ClientOptions::default()).map_err(io::Error::other)?;
+    #[allow(unused_mut)]
+    let mut opts = ClientOptions::default();
+    // With the `deflate` feature (and unless WS_DEFLATE=off) the client offers
+    // permessage-deflate and resets its compressor after each message (saves memory; the
+    // conformance suite's server accepts only such offers in its no-context-takeover cases).
+    #[cfg(feature = "deflate")]
+    if !std::env::var("WS_DEFLATE").is_ok_and(|v| v == "off") {
+        opts = opts.with_deflate(
+            agentwire_ws::deflate::DeflateConfig::default()
+                .with_client_no_context_takeover(true)
+                .with_threshold(0),
+        );
+    }
+    let (hs, req) = ClientHandshake::new(&uri, opts).map_err(io::Error::other)?;
     let host = uri.host().unwrap_or("127.0.0.1");
     let port = uri.port_u16().unwrap_or(80);
     let mut sock = TcpStream::connect((host, port))?;
@@ -38,9 +50,16 @@ fn connect(url: &str) -> io::Result<(TcpStream, Connection, BytesMut)> {
                 "eof during handshake",
             ));
         }
-        if let Some((_, n)) = hs.parse_response(&buf).map_err(io::Error::other)? {
+        if let Some((accepted, n)) = hs.parse_response(&buf).map_err(io::Error::other)? {
             let leftover = buf.split_off(n);
-            let conn = Connection::new(Role::Client, Config::default(), Instant::now());
+            #[cfg(feature = "deflate")]
+            let config = Config::default().with_deflate(accepted.deflate);
+            #[cfg(not(feature = "deflate"))]
+            let config = {
+                let _ = accepted;
+                Config::default()
+            };
+            let conn = Connection::new(Role::Client, config, Instant::now());
             return Ok((sock, conn, leftover));
         }
     }

@@ -8,7 +8,7 @@
 mod common;
 
 use agentwire_ws::handshake::{self, Accept};
-use agentwire_ws::{Config, Connection, Role};
+use agentwire_ws::{Connection, Role};
 use bytes::BytesMut;
 use http::{header, HeaderValue};
 use std::io::Write;
@@ -41,11 +41,12 @@ fn serve(mut sock: TcpStream) -> std::io::Result<()> {
     if let Some(p) = upgrade.protocols().next() {
         accept = accept.with_protocol(p); // an echo server speaks every protocol
     }
+    let (accept, config) = common::accept_extensions(&upgrade, accept);
     let mut out = BytesMut::new();
     handshake::encode_response(&upgrade.accept(accept), &mut out);
     sock.write_all(&out)?;
     let leftover = buf.split_off(n);
-    let conn = Connection::new(Role::Server, Config::default(), Instant::now());
+    let conn = Connection::new(Role::Server, config, Instant::now());
     common::drive(&mut sock, conn, leftover, common::echo)?;
     let _ = sock.shutdown(std::net::Shutdown::Both);
     Ok(())

@@ -4,8 +4,10 @@
 //! cargo run --release -p agentwire-ws --example echo_tokio -- 127.0.0.1:9001
 //! ```
 
+mod common;
+
 use agentwire_ws::handshake::{self, Accept};
-use agentwire_ws::{Config, Connection, Event, Role};
+use agentwire_ws::{Connection, Event, Role};
 use bytes::BytesMut;
 use http::{header, HeaderValue};
 use std::time::Instant;
@@ -38,12 +40,13 @@ async fn serve(mut sock: TcpStream) -> std::io::Result<()> {
     if let Some(p) = upgrade.protocols().next() {
         accept = accept.with_protocol(p);
     }
+    let (accept, config) = common::accept_extensions(&upgrade, accept);
     let mut out = BytesMut::new();
     handshake::encode_response(&upgrade.accept(accept), &mut out);
     sock.write_all(&out).await?;
     out.clear();
     let mut rbuf = buf.split_off(n);
-    let mut conn = Connection::new(Role::Server, Config::default(), Instant::now());
+    let mut conn = Connection::new(Role::Server, config, Instant::now());
     conn.handle_input(Instant::now(), &mut rbuf);
     loop {
         while let Some(ev) = conn.poll_event() {

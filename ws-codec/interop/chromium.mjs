@@ -36,6 +36,15 @@ try {
     const next = () => queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => { waiter = r; });
     await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
     out.push(['subprotocol chat', ws.protocol === 'chat', ws.protocol]);
+    // Chromium offers permessage-deflate on every connection; the echo example accepts it
+    // (built with the `deflate` feature) and compresses every message it sends
+    out.push(['permessage-deflate negotiated', ws.extensions.startsWith('permessage-deflate'), ws.extensions]);
+    for (let round = 0; round < 3; round++) {
+      const json = JSON.stringify({ type: 'cf_agent_state', state: { round, items: Array.from({ length: 2000 }, (_, i) => ({ id: i, text: `token ${i} of the stream` })) } });
+      ws.send(json);
+      const back = await next();
+      out.push([`compressed JSON echo round ${round} (${json.length} chars)`, back === json, String(back).length]);
+    }
     for (const t of ['hello chromium', '', 'unicode € 😀 ' + 'é'.repeat(70000)]) {
       ws.send(t);
       const got = await next();

@@ -120,7 +120,74 @@ async function partB() {
   wss.close();
 }
 
+// permessage-deflate (examples built with the `deflate` feature): negotiated with ws in both
+// roles, and compressed both ways, proven by the bytes on the socket.
+function stateJson(n) {
+  const items = Array.from({ length: n }, (_, i) => ({ id: i, role: i % 2 ? 'assistant' : 'user', text: `message number ${i} about the weather in Lisbon` }));
+  return JSON.stringify({ type: 'cf_agent_state', state: { count: n, items } });
+}
+
+async function partC() {
+  const { proc, port } = await startEcho();
+  try {
+    const variants = [
+      ['defaults', true],
+      ['no context takeover, 10-bit server window', { clientNoContextTakeover: true, serverNoContextTakeover: true, serverMaxWindowBits: 10 }],
+    ];
+    for (const [label, pmd] of variants) {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: pmd });
+      await once(ws, 'open');
+      check(`C ${label}: permessage-deflate negotiated`, ws.extensions.startsWith('permessage-deflate'), ws.extensions);
+      const sock = ws._socket;
+      const big = stateJson(1000); // ~70 KiB of JSON
+      const [r0, w0] = [sock.bytesRead, sock.bytesWritten];
+      ws.send(big);
+      const m = await nextMessage(ws);
+      const [read, written] = [sock.bytesRead - r0, sock.bytesWritten - w0];
+      check(`C ${label}: ${big.length} B JSON echoed intact`, !m.isBinary && m.data.toString() === big);
+      check(`C ${label}: compressed both ways (${written} B sent, ${read} B received)`, written * 5 < big.length && read * 5 < big.length);
+      // many small messages with context, binary too
+      let okAll = true;
+      for (let i = 0; i < 50; i++) {
+        const t = stateJson(i % 7);
+        ws.send(i % 2 ? Buffer.from(t) : t);
+        const e = await nextMessage(ws);
+        okAll &&= e.data.toString() === t && e.isBinary === Boolean(i % 2);
+      }
+      check(`C ${label}: 50 mixed messages echoed`, okAll);
+      ws.close(1000);
+      await once(ws, 'close');
+    }
+  } finally {
+    proc.kill();
+  }
+
+  // ws as the server, examples/client as the client
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: { threshold: 0 } });
+  await once(wss, 'listening');
+  let ext = null, bytesIn = 0, echoedBack = 0;
+  wss.on('connection', (ws, req) => {
+    ext = ws.extensions;
+    ws.on('message', (data, isBinary) => { echoedBack += data.length; ws.send(data, { binary: isBinary }); });
+    ws.on('close', () => { bytesIn = req.socket.bytesRead; });
+  });
+  const big = stateJson(1000);
+  const msgs = ['small', big];
+  const client = spawn(`${bin}/client`, ['--echo', `ws://127.0.0.1:${wss.address().port}/`, ...msgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  client.stdout.on('data', (d) => { out += d; });
+  client.stderr.on('data', (d) => { err += d; });
+  const [exitCode] = await once(client, 'exit');
+  await new Promise((r) => setTimeout(r, 100));
+  check('C client: exits 0', exitCode === 0, err);
+  check('C client: permessage-deflate negotiated with ws', typeof ext === 'string' && ext.startsWith('permessage-deflate'), String(ext));
+  check('C client: echoes printed', out === msgs.map((m) => m + '\n').join(''));
+  check(`C client: sent compressed (${bytesIn} B on the wire for ${echoedBack} B of messages)`, bytesIn > 0 && bytesIn * 5 < echoedBack);
+  wss.close();
+}
+
 await partA();
 await partB();
+await partC();
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

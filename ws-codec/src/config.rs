@@ -66,6 +66,12 @@ pub struct Config {
     ///
     /// The default is [`FragmentMode::Reassemble`], the safe, bounded form.
     pub fragments: FragmentMode,
+    /// permessage-deflate parameters from the handshake (feature `deflate`); `None` sends and
+    /// accepts only uncompressed messages.
+    ///
+    /// The default is `None`: compression exists only when both handshake sides agreed on it.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::deflate::Negotiated>,
 }
 
 impl Default for Config {
@@ -79,6 +85,8 @@ impl Default for Config {
             ping_interval: None,
             pong_timeout: Duration::from_secs(20),
             fragments: FragmentMode::Reassemble,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }
@@ -122,6 +130,12 @@ impl Config {
     /// Sets [`fragments`](Self::fragments).
     pub fn with_fragments(mut self, v: FragmentMode) -> Self {
         self.fragments = v;
+        self
+    }
+    /// Sets [`deflate`](Self::deflate).
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, v: Option<crate::deflate::Negotiated>) -> Self {
+        self.deflate = v;
         self
     }
 }

@@ -62,6 +62,9 @@ pub enum ProtocolError {
         /// The configured limit.
         max: usize,
     },
+    /// A compressed message that is not valid DEFLATE data (permessage-deflate).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A Close frame with a one-byte payload.
     #[error("close frame with a one-byte payload")]
     ClosePayloadTooShort,
@@ -74,7 +77,9 @@ impl ProtocolError {
     /// The close code sent to the peer for this violation (RFC 6455 §7.4.1).
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::TOO_BIG
             }
@@ -162,8 +167,9 @@ pub enum HandshakeError {
     /// The server selected a subprotocol we did not offer.
     #[error("server selected a subprotocol that was not offered")]
     Protocol,
-    /// The server selected an extension we did not offer.
-    #[error("server selected an extension that was not offered")]
+    /// The server selected an extension we did not offer, or accepted permessage-deflate
+    /// with invalid parameters.
+    #[error("server selected an extension that was not offered or with invalid parameters")]
     Extension,
     /// The URI is not a `ws://` or `wss://` URI with a host.
     #[error("invalid websocket uri")]

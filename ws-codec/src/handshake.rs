@@ -102,9 +102,21 @@ pub struct Accept {
     pub protocol: Option<String>,
     /// Extra headers for the 101 response.
     pub headers: HeaderMap,
+    /// permessage-deflate parameters to accept (from
+    /// [`Upgrade::negotiate_deflate`]); written as `Sec-WebSocket-Extensions`.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::deflate::Negotiated>,
 }
 
 impl Accept {
+    /// Accepts permessage-deflate with these parameters (give the same to
+    /// [`Config::with_deflate`](crate::Config::with_deflate)).
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, n: crate::deflate::Negotiated) -> Self {
+        self.deflate = Some(n);
+        self
+    }
+
     /// Selects a subprotocol.
     pub fn with_protocol(mut self, p: impl Into<String>) -> Self {
         self.protocol = Some(p.into());
@@ -209,9 +221,20 @@ impl Upgrade {
         self.protocols.iter().map(String::as_str)
     }
 
-    /// The extensions the client offered (raw tokens; none is negotiated by this crate yet).
+    /// The extensions the client offered, one element per item (`name; param; param=value`),
+    /// in the client's order.
     pub fn extensions(&self) -> impl Iterator<Item = &str> {
         self.extensions.iter().map(String::as_str)
+    }
+
+    /// The permessage-deflate parameters to accept under `policy`, or `None` when the client
+    /// offered none acceptable (see [`DeflateConfig::negotiate`](crate::deflate::DeflateConfig::negotiate)).
+    #[cfg(feature = "deflate")]
+    pub fn negotiate_deflate(
+        &self,
+        policy: &crate::deflate::DeflateConfig,
+    ) -> Option<crate::deflate::Negotiated> {
+        policy.negotiate(self.extensions())
     }
 
     /// The request target.
@@ -245,6 +268,10 @@ impl Upgrade {
             if let Ok(v) = HeaderValue::from_str(&p) {
                 h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
             }
+        }
+        #[cfg(feature = "deflate")]
+        if let Some(n) = opts.deflate {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, n.response_header());
         }
         h.extend(opts.headers);
         res
@@ -309,12 +336,22 @@ pub struct ClientOptions {
     pub protocols: Vec<String>,
     /// Extra request headers (e.g. `Authorization`, `Origin`).
     pub headers: HeaderMap,
+    /// permessage-deflate to offer.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl ClientOptions {
     /// Adds a subprotocol to offer.
     pub fn with_protocol(mut self, p: impl Into<String>) -> Self {
         self.protocols.push(p.into());
+        self
+    }
+
+    /// Offers permessage-deflate with this policy.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, policy: crate::deflate::DeflateConfig) -> Self {
+        self.deflate = Some(policy);
         self
     }
 
@@ -333,6 +370,10 @@ pub struct Accepted {
     pub protocol: Option<String>,
     /// The response head.
     pub response: Response<()>,
+    /// The permessage-deflate parameters the server accepted; give them to
+    /// [`Config::with_deflate`](crate::Config::with_deflate).
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::deflate::Negotiated>,
 }
 
 /// The client side of the handshake: holds the key it sent so the response can be verified.
@@ -340,6 +381,8 @@ pub struct Accepted {
 pub struct ClientHandshake {
     accept: AcceptKey,
     protocols: Vec<String>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl ClientHandshake {
@@ -372,12 +415,18 @@ impl ClientHandshake {
         if !opts.protocols.is_empty() {
             b = b.header(header::SEC_WEBSOCKET_PROTOCOL, opts.protocols.join(", "));
         }
+        #[cfg(feature = "deflate")]
+        if let Some(d) = &opts.deflate {
+            b = b.header(header::SEC_WEBSOCKET_EXTENSIONS, d.offer());
+        }
         let mut req = b.body(()).map_err(|_| HandshakeError::Uri)?;
         req.headers_mut().extend(opts.headers);
         Ok((
             ClientHandshake {
                 accept: accept_key(key.as_bytes()),
                 protocols: opts.protocols,
+                #[cfg(feature = "deflate")]
+                deflate: opts.deflate,
             },
             req,
         ))
@@ -446,13 +495,26 @@ impl ClientHandshake {
                 Some(p.to_owned())
             }
         };
-        if !tokens(h, header::SEC_WEBSOCKET_EXTENSIONS).is_empty() {
+        let extensions = tokens(h, header::SEC_WEBSOCKET_EXTENSIONS);
+        #[cfg(feature = "deflate")]
+        let deflate = match &self.deflate {
+            Some(d) => d.accept_response(extensions.iter().map(String::as_str))?,
+            None if !extensions.is_empty() => return Err(HandshakeError::Extension),
+            None => None,
+        };
+        #[cfg(not(feature = "deflate"))]
+        if !extensions.is_empty() {
             return Err(HandshakeError::Extension);
         }
         let mut response = Response::new(());
         *response.status_mut() = res.status;
         *response.headers_mut() = res.headers.clone();
-        Ok(Accepted { protocol, response })
+        Ok(Accepted {
+            protocol,
+            response,
+            #[cfg(feature = "deflate")]
+            deflate,
+        })
     }
 }
 

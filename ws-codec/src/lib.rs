@@ -75,12 +75,22 @@
 //! | [`Config::fragments`] | reassemble | — |
 //! | [`handshake::MAX_HEAD_LEN`] | 8 KiB | [`HandshakeError::TooLarge`] (431) |
 //!
-//! permessage-deflate (RFC 7692) is not implemented yet: RSV bits are rejected with 1002 in one
-//! place (`check_rsv`), where it will hook in.
+//!
+//! # permessage-deflate
+//!
+//! With the feature `deflate`, the [`deflate`] module negotiates RFC 7692 in both handshake
+//! roles and the connection compresses and inflates messages (bounded by
+//! [`Config::max_message`] while inflating). Without it, RSV bits are a violation (1002) and a
+//! server's acceptance of an extension fails the client handshake.
 
 pub mod close;
 pub mod config;
 pub mod connection;
+#[cfg(feature = "deflate")]
+pub mod deflate;
+#[cfg(not(feature = "deflate"))]
+#[path = "nodeflate/mod.rs"]
+mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -8,6 +8,39 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
+/// The server's permessage-deflate policy: on when the examples are built with the `deflate`
+/// feature, unless `WS_DEFLATE=off`. Every message is compressed (threshold 0), as conformance
+/// suites expect of an echo server.
+#[cfg(feature = "deflate")]
+pub fn server_deflate() -> Option<agentwire_ws::deflate::DeflateConfig> {
+    if std::env::var("WS_DEFLATE").is_ok_and(|v| v == "off") {
+        return None;
+    }
+    Some(agentwire_ws::deflate::DeflateConfig::default().with_threshold(0))
+}
+
+/// Accepts permessage-deflate when the client offers it and the policy allows; returns the
+/// response options and the connection settings to use.
+pub fn accept_extensions(
+    upgrade: &agentwire_ws::handshake::Upgrade,
+    accept: agentwire_ws::handshake::Accept,
+) -> (agentwire_ws::handshake::Accept, agentwire_ws::Config) {
+    #[cfg(feature = "deflate")]
+    {
+        let pmd = server_deflate().and_then(|p| upgrade.negotiate_deflate(&p));
+        let accept = match pmd {
+            Some(n) => accept.with_deflate(n),
+            None => accept,
+        };
+        (accept, agentwire_ws::Config::default().with_deflate(pmd))
+    }
+    #[cfg(not(feature = "deflate"))]
+    {
+        let _ = upgrade;
+        (accept, agentwire_ws::Config::default())
+    }
+}
+
 /// Reads once into the spare capacity of `buf` (at least 64 KiB). `Ok(0)` is end of file.
 pub fn read_some(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     let len = buf.len();

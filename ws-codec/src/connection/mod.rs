@@ -227,7 +227,14 @@ pub struct Connection {
     /// Set while a heartbeat ping waits for any sign of life.
     pong_deadline: Option<Instant>,
     stats: Stats,
+    /// permessage-deflate state, when negotiated (always `None` without the `deflate` feature).
+    deflate: Option<crate::deflate::Codec>,
+    /// The message being streamed with `send_fragment` is compressed.
+    send_compressed: bool,
 }
+
+/// RSV1: the permessage-deflate bit (RFC 7692 §6).
+pub(crate) const RSV1: u8 = 0b100;
 
 impl Connection {
     /// A machine for a connection whose opening handshake has completed at `now`.
@@ -236,12 +243,20 @@ impl Connection {
             role,
             send: SendQueue::new(role),
             recv: Recv::default(),
-            config,
             state: State::Open,
             events: VecDeque::new(),
             last_rx: now,
             pong_deadline: None,
             stats: Stats::default(),
+            #[cfg(feature = "deflate")]
+            deflate: config
+                .deflate
+                .as_ref()
+                .map(|n| crate::deflate::Codec::new(n, role)),
+            #[cfg(not(feature = "deflate"))]
+            deflate: None,
+            send_compressed: false,
+            config,
         }
     }
 
@@ -409,33 +424,39 @@ impl Connection {
 
     // ===== commands =====
 
-    /// Queues a text message (one frame).
+    /// Queues a text message (one frame; compressed when permessage-deflate was negotiated
+    /// and the text is at least the threshold long).
     pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
-        self.check_open()?;
-        self.send.data(
-            crate::OpCode::Text,
-            text.into().into_bytes(),
-            true,
-            self.config.max_outbound_buffered,
-        )
+        self.send_message(crate::OpCode::Text, text.into().into_bytes())
     }
 
     /// Queues a binary message (one frame). In the server role a payload of at least
     /// [`COALESCE_BELOW`] bytes is handed back by `poll_transmit` as is, so one payload can be
-    /// sent to many connections without copying.
+    /// sent to many connections without copying (unless permessage-deflate compresses it).
     pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        self.send_message(crate::OpCode::Binary, data.into())
+    }
+
+    fn send_message(&mut self, opcode: crate::OpCode, payload: Bytes) -> Result<(), SendError> {
         self.check_open()?;
-        self.send.data(
-            crate::OpCode::Binary,
-            data.into(),
-            true,
-            self.config.max_outbound_buffered,
-        )
+        self.send
+            .check_data(payload.len(), self.config.max_outbound_buffered)?;
+        let (payload, rsv) = match &mut self.deflate {
+            Some(d) if d.compresses(payload.len()) => match d.compress(&payload, true) {
+                Some(z) => (z, RSV1),
+                None => (payload, 0),
+            },
+            _ => (payload, 0),
+        };
+        self.send.push_data(opcode, payload, rsv);
+        Ok(())
     }
 
     /// Queues one frame of a streamed message: the first call starts a message of `kind`, later
     /// calls must use the same kind, `fin` ends it. For text, the chunks together must be UTF-8
     /// (a chunk may split a code point). Whole-message sends are refused while one is streaming.
+    /// With permessage-deflate, streamed messages are compressed chunk by chunk (each chunk is
+    /// flushed, so the peer can inflate it at once).
     pub fn send_fragment(
         &mut self,
         kind: DataKind,
@@ -443,8 +464,32 @@ impl Connection {
         fin: bool,
     ) -> Result<(), SendError> {
         self.check_open()?;
-        self.send
-            .fragment(kind, chunk, fin, self.config.max_outbound_buffered)
+        let (opcode, first) =
+            self.send
+                .check_fragment(kind, chunk.len(), self.config.max_outbound_buffered)?;
+        if first {
+            self.send_compressed = self
+                .deflate
+                .as_ref()
+                .is_some_and(|d| d.compresses_streams());
+        }
+        let mut rsv = 0;
+        let mut chunk = chunk;
+        if self.send_compressed {
+            if let Some(d) = &mut self.deflate {
+                match d.compress(&chunk, fin) {
+                    Some(z) => chunk = z,
+                    // the compressor failed and was reset: the message cannot continue
+                    // compressed, so it ends here as the peer will see it
+                    None => return Err(SendError::Closed),
+                }
+            }
+            if first {
+                rsv = RSV1;
+            }
+        }
+        self.send.push_fragment(kind, opcode, chunk, fin, rsv);
+        Ok(())
     }
 
     /// Queues a ping (payload at most 125 bytes).

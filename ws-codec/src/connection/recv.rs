@@ -29,6 +29,10 @@ struct Message {
     kind: DataKind,
     len: u64,
     buf: Partial,
+    /// permessage-deflate: the first frame had RSV1.
+    compressed: bool,
+    /// Inflated bytes so far (compressed messages).
+    inflated: usize,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +142,7 @@ impl Connection {
         }
         let (h, n) = FrameHeader::decode(src).ok()??;
         if !h.fin
+            || h.rsv != 0
             || !matches!(h.opcode, OpCode::Text | OpCode::Binary)
             || self.check_header(&h).is_err()
         {
@@ -181,13 +186,14 @@ impl Connection {
             apply_mask(&mut src[start..end], key, start);
         }
         self.recv.progress = end;
+        // compressed text is checked after inflating, frame by frame
         let text = match hdr.opcode {
-            OpCode::Text => true,
+            OpCode::Text => hdr.rsv & super::RSV1 == 0,
             OpCode::Continuation => self
                 .recv
                 .message
                 .as_ref()
-                .is_some_and(|m| m.kind == DataKind::Text),
+                .is_some_and(|m| m.kind == DataKind::Text && !m.compressed),
             _ => false,
         };
         if text {
@@ -211,10 +217,16 @@ impl Connection {
         self.pong_deadline = None;
     }
 
-    /// RSV bits: no extension is negotiated yet, so any set bit is a violation. The one place
-    /// permessage-deflate (RSV1) will hook in.
+    /// RSV bits: only RSV1, only on the first frame of a message, only with permessage-deflate
+    /// negotiated (RFC 7692 §6); anything else is a violation.
     fn check_rsv(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
-        if h.rsv != 0 {
+        let allowed = if self.deflate.is_some() && matches!(h.opcode, OpCode::Text | OpCode::Binary)
+        {
+            super::RSV1
+        } else {
+            0
+        };
+        if h.rsv & !allowed != 0 {
             return Err(ProtocolError::ReservedBits);
         }
         Ok(())
@@ -256,7 +268,7 @@ impl Connection {
     fn on_frame(&mut self, hdr: FrameHeader, payload: BytesMut) {
         match hdr.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                if let Err(e) = self.on_data(hdr, payload) {
+                if let Err(e) = self.on_data(hdr, payload.freeze()) {
                     self.fail(e);
                 }
             }
@@ -278,17 +290,53 @@ impl Connection {
         }
     }
 
-    fn on_data(&mut self, hdr: FrameHeader, payload: BytesMut) -> Result<(), ProtocolError> {
-        let kind = match hdr.opcode {
-            OpCode::Text => DataKind::Text,
-            OpCode::Binary => DataKind::Binary,
+    /// Inflates one frame of a compressed message (bounded by `max_message`: per message when
+    /// reassembling, per frame when streaming).
+    fn inflate(&mut self, payload: &[u8], fin: bool) -> Result<Bytes, ProtocolError> {
+        let max = self.config.max_message;
+        let so_far = match (self.config.fragments, &self.recv.message) {
+            (FragmentMode::Reassemble, Some(m)) => m.inflated,
+            _ => 0,
+        };
+        let limit = max.saturating_sub(so_far);
+        let Some(d) = &mut self.deflate else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        let mut out = Vec::new();
+        match d.inflate(payload, fin, limit, &mut out) {
+            Ok(()) => {}
+            Err(crate::deflate::InflateError::TooLarge) => {
+                return Err(ProtocolError::MessageTooLarge {
+                    len: (so_far + out.len()) as u64,
+                    max,
+                })
+            }
+            Err(crate::deflate::InflateError::Corrupt) => {
+                return Err(ProtocolError::InvalidCompressedData)
+            }
+        }
+        if let Some(m) = &mut self.recv.message {
+            m.inflated += out.len();
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn on_data(&mut self, hdr: FrameHeader, payload: Bytes) -> Result<(), ProtocolError> {
+        let (kind, compressed) = match hdr.opcode {
+            OpCode::Text => (DataKind::Text, hdr.rsv & super::RSV1 != 0),
+            OpCode::Binary => (DataKind::Binary, hdr.rsv & super::RSV1 != 0),
             _ => self
                 .recv
                 .message
                 .as_ref()
-                .map_or(DataKind::Binary, |m| m.kind),
+                .map_or((DataKind::Binary, false), |m| (m.kind, m.compressed)),
         };
         let fin = hdr.fin;
+        let payload = if compressed {
+            self.inflate(&payload, fin)?
+        } else {
+            payload
+        };
         if self.config.fragments == FragmentMode::Stream {
             if kind == DataKind::Text {
                 self.recv
@@ -303,11 +351,13 @@ impl Connection {
                     kind,
                     len: 0,
                     buf: Partial::Streaming,
+                    compressed,
+                    inflated: 0,
                 })
             };
             self.events.push_back(Pending::Event(Event::Fragment {
                 kind,
-                chunk: payload.freeze(),
+                chunk: payload,
                 fin,
             }));
             return Ok(());
@@ -316,14 +366,14 @@ impl Connection {
         if fin && self.recv.message.is_none() {
             let ev = match kind {
                 DataKind::Text => Event::Text(
-                    Utf8Bytes::try_from_bytes(payload.freeze())
-                        .map_err(|_| ProtocolError::InvalidUtf8)?,
+                    Utf8Bytes::try_from_bytes(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
                 ),
-                DataKind::Binary => Event::Binary(payload.freeze()),
+                DataKind::Binary => Event::Binary(payload),
             };
             self.events.push_back(Pending::Event(ev));
             return Ok(());
         }
+        let inflated = if compressed { payload.len() } else { 0 };
         let msg = self.recv.message.get_or_insert_with(|| Message {
             kind,
             len: 0,
@@ -331,6 +381,8 @@ impl Connection {
                 DataKind::Text => Partial::Text(String::new()),
                 DataKind::Binary => Partial::Binary(BytesMut::new()),
             },
+            compressed,
+            inflated,
         });
         msg.len += payload.len() as u64;
         match &mut msg.buf {

@@ -140,14 +140,14 @@ impl SendQueue {
 
     /// Queues a frame in order: encoded into `tail` when it is masked or small, else as a
     /// zero-copy transmit.
-    fn push(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+    fn push(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: Bytes) {
         let len = payload.len();
         if self.role == Role::Server && len >= COALESCE_BELOW {
             self.flush_tail();
             let t = Transmit {
                 head: FrameHeader {
                     fin,
-                    rsv: 0,
+                    rsv,
                     opcode,
                     mask: None,
                     len: len as u64,
@@ -162,7 +162,7 @@ impl SendQueue {
         let mask = (self.role == Role::Client).then(|| self.masks.next_key());
         let h = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             len: len as u64,
@@ -205,40 +205,51 @@ impl SendQueue {
         Ok(())
     }
 
-    pub(super) fn data(
-        &mut self,
-        opcode: OpCode,
-        payload: Bytes,
-        fin: bool,
-        max: usize,
-    ) -> Result<(), SendError> {
+    /// Checks that a whole message of `len` bytes may be queued (before it is compressed:
+    /// a refused message must not have entered the compressor's window).
+    pub(super) fn check_data(&self, len: usize, max: usize) -> Result<(), SendError> {
         if self.streaming.is_some() {
             return Err(SendError::MessageInProgress);
         }
-        self.check_room(payload.len(), max)?;
-        self.push(fin, opcode, payload);
-        Ok(())
+        self.check_room(len, max)
     }
 
-    pub(super) fn fragment(
-        &mut self,
+    /// Queues a whole message checked by `check_data`.
+    pub(super) fn push_data(&mut self, opcode: OpCode, payload: Bytes, rsv: u8) {
+        self.push(true, rsv, opcode, payload);
+    }
+
+    /// The opcode of the next frame of a streamed message of `kind`, after checking that a
+    /// chunk of `len` bytes may be queued; `Ok((opcode, first))`.
+    pub(super) fn check_fragment(
+        &self,
         kind: DataKind,
-        chunk: Bytes,
-        fin: bool,
+        len: usize,
         max: usize,
-    ) -> Result<(), SendError> {
-        let opcode = match self.streaming {
+    ) -> Result<(OpCode, bool), SendError> {
+        let r = match self.streaming {
             None => match kind {
-                DataKind::Text => OpCode::Text,
-                DataKind::Binary => OpCode::Binary,
+                DataKind::Text => (OpCode::Text, true),
+                DataKind::Binary => (OpCode::Binary, true),
             },
-            Some(k) if k == kind => OpCode::Continuation,
+            Some(k) if k == kind => (OpCode::Continuation, false),
             Some(_) => return Err(SendError::MessageInProgress),
         };
-        self.check_room(chunk.len(), max)?;
-        self.push(fin, opcode, chunk);
+        self.check_room(len, max)?;
+        Ok(r)
+    }
+
+    /// Queues a frame of a streamed message checked by `check_fragment`.
+    pub(super) fn push_fragment(
+        &mut self,
+        kind: DataKind,
+        opcode: OpCode,
+        chunk: Bytes,
+        fin: bool,
+        rsv: u8,
+    ) {
+        self.push(fin, rsv, opcode, chunk);
         self.streaming = if fin { None } else { Some(kind) };
-        Ok(())
     }
 
     /// User pings and pongs: queued in order with data, not refused by the limit (at most 131
@@ -247,7 +258,7 @@ impl SendQueue {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlPayloadTooLong);
         }
-        self.push(true, opcode, payload);
+        self.push(true, 0, opcode, payload);
         Ok(())
     }
 

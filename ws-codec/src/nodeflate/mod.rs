@@ -1,0 +1,36 @@
+//! Stand-in for the `deflate` module when the feature is off: the codec type is uninhabited,
+//! so the connection's `Option<Codec>` is always `None` and its compression paths are dead.
+
+use bytes::Bytes;
+
+/// No value of this type exists.
+#[derive(Debug)]
+pub(crate) enum Codec {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // matched by the connection, never built without the feature
+pub(crate) enum InflateError {
+    TooLarge,
+    Corrupt,
+}
+
+impl Codec {
+    pub(crate) fn compresses(&self, _len: usize) -> bool {
+        match *self {}
+    }
+    pub(crate) fn compresses_streams(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn compress(&mut self, _input: &[u8], _fin: bool) -> Option<Bytes> {
+        match *self {}
+    }
+    pub(crate) fn inflate(
+        &mut self,
+        _input: &[u8],
+        _fin: bool,
+        _limit: usize,
+        _out: &mut Vec<u8>,
+    ) -> Result<(), InflateError> {
+        match *self {}
+    }
+}
