@@ -20,3 +20,10 @@ scripts/ws-interop.sh --chromium
 # Own checks always; the shared 27-check harness and the golden comparison when ../shared exists.
 echo "== agentwire: interop with AgentClient (runtime/interop/run.sh)"
 runtime/interop/run.sh
+
+# ----- agentwire (runtime): the demo page of `agentwire serve` in headless Chromium -----
+# Two browser contexts: counter sync, chat presence and messages, a streamed task, and a
+# server restart on the same port and data dir that the page must ride out by itself.
+# playwright-core into runtime/e2e/node_modules/ (git-ignored), Chromium from Debian.
+echo "== agentwire: browser end-to-end (runtime/e2e/run.sh)"
+runtime/e2e/run.sh
