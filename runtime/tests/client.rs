@@ -485,13 +485,18 @@ async fn pending_calls_fail_when_the_connection_drops() {
     let mut events = c.events();
     let id_before = within("whoami", c.call("whoami", ())).await.unwrap()["id"].clone();
 
-    // the request leaves the client but never reaches the server
+    // the requests leave the client but never reach the server (each awaited at the proxy,
+    // so both are on the wire, not still buffered in the client, when the connection drops)
     proxy.hold.store(true, Ordering::SeqCst);
+    let mut swallowed = proxy.swallowed.subscribe();
     let pending = c.call("add", (1, 2));
+    let first = *within("the call at the proxy", swallowed.wait_for(|n| *n > 0))
+        .await
+        .unwrap();
     let mut stream = c.call_stream("countdown", [2]).unwrap();
     within(
-        "the requests at the proxy",
-        proxy.swallowed.subscribe().wait_for(|n| *n > 0),
+        "the streaming call at the proxy",
+        swallowed.wait_for(|n| *n > first),
     )
     .await
     .unwrap();

@@ -139,6 +139,8 @@ impl Driver {
                             }
                             let terminal = is_terminal_close(code);
                             let reconnect = !terminal && self.settings.backoff.is_some();
+                            // Not ready any more by the time anyone hears of the drop.
+                            self.set_status(Status::Connecting);
                             self.shared.emit(ClientEvent::Disconnected {
                                 code,
                                 reason: reason.clone(),

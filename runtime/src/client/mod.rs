@@ -57,8 +57,8 @@
 //!
 //! # Tracing
 //!
-//! Connection attempts, opens and drops are logged at `debug` in a `agent_client{url}` span;
-//! responses to unknown call ids at `debug`, failed attempts at `debug`.
+//! Connection attempts (and why they failed), opens, drops and replies to unknown call ids
+//! are logged at `debug` in an `agent_client{url}` span; unparsable state frames at `warn`.
 
 mod driver;
 mod url;
