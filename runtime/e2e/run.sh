@@ -7,7 +7,7 @@
 # ever downloaded by npm). playwright-core, pinned by package-lock.json, goes into the
 # git-ignored runtime/e2e/node_modules/. demo.mjs starts and stops the server itself.
 #
-# About a minute after the release build.
+# About 15 s after the release build.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
