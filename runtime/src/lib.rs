@@ -158,6 +158,9 @@ pub use server::{Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 
 pub use agentwire_protocol as protocol;
+/// The permessage-deflate policy of [`Limits::deflate`].
+#[cfg(feature = "deflate")]
+pub use agentwire_ws::deflate::DeflateConfig;
 pub use agentwire_ws::Config as WsConfig;
 
 use std::time::Duration;
@@ -196,6 +199,13 @@ pub struct Limits {
     /// state frame) and inbound frames wait until it is written, so only timing changes.
     /// `None`: no wait. Default 30 ms.
     pub mcp_frame_delay: Option<Duration>,
+    /// permessage-deflate policy (feature `deflate`): when set, WebSocket clients that offer
+    /// the extension (every browser does) get compressed messages, and the inflated size of
+    /// what they send is bounded by `ws.max_message`. Default `None` (off): compression costs
+    /// CPU and about 300 KiB per busy connection with context takeover; it pays for large,
+    /// repetitive frames such as JSON state.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<agentwire_ws::deflate::DeflateConfig>,
 }
 
 impl Default for Limits {
@@ -213,6 +223,8 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(5),
             connect_pacing: Some(Duration::from_millis(10)),
             mcp_frame_delay: Some(Duration::from_millis(30)),
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }

@@ -329,7 +329,19 @@ impl Server {
             Err(_) => return unavailable(),
         }
         let guard = self.inner.tasks.enter();
-        let limits = self.inner.env.limits.clone();
+        #[allow(unused_mut)]
+        let mut limits = self.inner.env.limits.clone();
+        #[allow(unused_mut)]
+        let mut accept = handshake::Accept::default();
+        #[cfg(feature = "deflate")]
+        if let Some(n) = limits
+            .deflate
+            .as_ref()
+            .and_then(|p| upgrade.negotiate_deflate(p))
+        {
+            accept = accept.with_deflate(n);
+            limits.ws = limits.ws.with_deflate(Some(n));
+        }
         let shutdown = self.inner.shutdown.subscribe();
         let span = tracing::debug_span!("ws", id = conn.id());
         let fut = tracing::Instrument::instrument(
@@ -369,9 +381,7 @@ impl Server {
             span,
         );
         tokio::spawn(fut);
-        upgrade
-            .accept(handshake::Accept::default())
-            .map(|()| Body::empty())
+        upgrade.accept(accept).map(|()| Body::empty())
     }
 
     /// Serves HTTP/1.1 (with upgrades) on `listener` until the process ends.

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! agentwire                   # = agentwire serve
-//! agentwire serve [--addr 127.0.0.1:8787] [--data ./agentwire-data]
+//! agentwire serve [--addr 127.0.0.1:8787] [--data ./agentwire-data] [--no-deflate]
 //!                             # the demo agents and their page at http://127.0.0.1:8787/
 //! agentwire tail <http-url>   # follow an SSE stream: one JSON line per event, resumes with Last-Event-ID
 //! ```
@@ -11,11 +11,13 @@ use agentwire::{Limits, Storage};
 use agentwire_sse::ReconnectPolicy;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: agentwire [serve [--addr HOST:PORT] [--data DIR]]
+const USAGE: &str = "usage: agentwire [serve [--addr HOST:PORT] [--data DIR] [--no-deflate]]
        agentwire tail <http://host:port/path>
 
   serve  run the demo agents (CounterAgent, ChatRoom, TaskRunner) and their page at /;
          --addr defaults to 127.0.0.1:8787, --data (SQLite files) to ./agentwire-data.
+         WebSocket messages are compressed (permessage-deflate) with clients that offer it,
+         as browsers do, unless --no-deflate.
          This is what `agentwire` without arguments does. Stops on Ctrl-C or SIGTERM.
   tail   follow a Server-Sent Events stream, printing each event as a JSON line
          {\"type\":…,\"data\":…,\"lastEventId\":…}; reconnects with Last-Event-ID after the
@@ -51,6 +53,7 @@ async fn stop_signal() {
 async fn serve(args: &[&str]) -> ExitCode {
     let mut addr = DEFAULT_ADDR.to_owned();
     let mut data = DEFAULT_DATA.to_owned();
+    let mut deflate = true;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match *arg {
@@ -62,6 +65,7 @@ async fn serve(args: &[&str]) -> ExitCode {
                 Some(v) => data = (*v).to_owned(),
                 None => return usage_error("--data needs a directory"),
             },
+            "--no-deflate" => deflate = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -73,7 +77,15 @@ async fn serve(args: &[&str]) -> ExitCode {
         eprintln!("agentwire serve: cannot create the data directory {data}: {e}");
         return ExitCode::FAILURE;
     }
-    let server = agentwire::demo::server(Storage::sqlite(&data), Limits::default());
+    #[allow(unused_mut)]
+    let mut limits = Limits::default();
+    #[cfg(feature = "deflate")]
+    if deflate {
+        limits.deflate = Some(agentwire::DeflateConfig::default());
+    }
+    #[cfg(not(feature = "deflate"))]
+    let _ = deflate;
+    let server = agentwire::demo::server(Storage::sqlite(&data), limits);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -240,6 +240,16 @@ impl Frame {
 }
 
 /// A WebSocket client on the `agentwire-ws` machine.
+#[cfg(feature = "deflate")]
+fn ws_config(acc: &agentwire_ws::handshake::Accepted) -> Config {
+    Config::default().with_deflate(acc.deflate)
+}
+
+#[cfg(not(feature = "deflate"))]
+fn ws_config(_acc: &agentwire_ws::handshake::Accepted) -> Config {
+    Config::default()
+}
+
 pub struct Client {
     sock: TcpStream,
     ws: Ws,
@@ -254,15 +264,26 @@ pub struct Client {
 impl Client {
     /// Connects; `Err(status)` when the server answers something else than `101`.
     pub async fn connect(addr: SocketAddr, path: &str) -> Result<Client, u16> {
+        Client::connect_with(addr, path, ClientOptions::default())
+            .await
+            .map(|(c, _)| c)
+    }
+
+    /// Connects with these handshake options; also returns the server's acceptance.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        opts: ClientOptions,
+    ) -> Result<(Client, agentwire_ws::handshake::Accepted), u16> {
         let uri: http::Uri = format!("ws://{addr}{path}").parse().unwrap();
-        let (hs, req) = ClientHandshake::new(&uri, ClientOptions::default()).unwrap();
+        let (hs, req) = ClientHandshake::new(&uri, opts).unwrap();
         let mut sock = TcpStream::connect(addr).await.unwrap();
         sock.set_nodelay(true).unwrap();
         let mut out = BytesMut::new();
         ClientHandshake::encode_request(&req, &mut out);
         sock.write_all(&out).await.unwrap();
         let mut buf = BytesMut::new();
-        let n = loop {
+        let (acc, n) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut res = httparse::Response::new(&mut headers);
             if let Ok(httparse::Status::Complete(_)) = res.parse(&buf) {
@@ -271,7 +292,7 @@ impl Client {
                 }
             }
             match hs.parse_response(&buf) {
-                Ok(Some((_acc, n))) => break n,
+                Ok(Some(done)) => break done,
                 Ok(None) => {}
                 Err(e) => panic!("handshake: {e}"),
             }
@@ -281,7 +302,7 @@ impl Client {
         let rbuf = buf.split_off(n);
         let mut c = Client {
             sock,
-            ws: Ws::new(Role::Client, Config::default(), Instant::now()),
+            ws: Ws::new(Role::Client, ws_config(&acc), Instant::now()),
             rbuf,
             inbox: VecDeque::new(),
             closed: false,
@@ -292,7 +313,7 @@ impl Client {
         c.ws.handle_input(Instant::now(), &mut first);
         c.rbuf = first;
         c.drain_events();
-        Ok(c)
+        Ok((c, acc))
     }
 
     fn drain_events(&mut self) {
@@ -318,6 +339,11 @@ impl Client {
         if !out.is_empty() {
             let _ = self.sock.write_all(&out).await;
         }
+    }
+
+    /// Frame payload bytes received on the wire (compressed size when deflate is on).
+    pub fn wire_bytes_received(&self) -> u64 {
+        self.ws.stats().bytes_received
     }
 
     pub async fn send_text(&mut self, text: &str) {

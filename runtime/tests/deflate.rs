@@ -1,0 +1,79 @@
+//! permessage-deflate in the server (`Limits::deflate`): negotiated with clients that offer
+//! it, compressed frames both ways, uncompressed clients on the same instance unaffected, and
+//! off by default.
+#![cfg(feature = "deflate")]
+
+mod common;
+
+use agentwire::{DeflateConfig, Limits, Storage};
+use agentwire_ws::handshake::ClientOptions;
+use common::{server_with, spawn, Client};
+use serde_json::json;
+
+fn offer() -> ClientOptions {
+    ClientOptions::default().with_deflate(DeflateConfig::default())
+}
+
+#[tokio::test]
+async fn compressed_and_plain_clients_share_an_instance() {
+    let limits = Limits {
+        deflate: Some(DeflateConfig::default()),
+        ..Limits::default()
+    };
+    let addr = spawn(server_with(Storage::memory(), limits)).await;
+    let path = "/agents/test-agent/zip";
+    let (mut a, acc) = Client::connect_with(addr, path, offer()).await.unwrap();
+    assert_eq!(
+        acc.response.headers()["sec-websocket-extensions"],
+        "permessage-deflate"
+    );
+    assert!(acc.deflate.is_some());
+    let (mut b, _) = Client::connect_with(addr, path, offer()).await.unwrap();
+    let mut plain = Client::connect(addr, path).await.unwrap();
+    a.connect_frames().await;
+    b.connect_frames().await;
+    plain.connect_frames().await;
+
+    // a large, repetitive state, as agent state tends to be
+    let items: Vec<_> = (0..400)
+        .map(|i| json!({"id": i, "role": "assistant", "text": "the weather in Lisbon is sunny"}))
+        .collect();
+    let state = json!({"count": 7, "items": items});
+    let frame = json!({"type": "cf_agent_state", "state": state});
+    let raw = frame.to_string().len() as u64;
+    let before = (b.wire_bytes_received(), plain.wire_bytes_received());
+    a.send_json(&frame).await;
+    let (got_b, _) = b.wait_for(|f| f["type"] == "cf_agent_state").await;
+    let (got_plain, _) = plain.wait_for(|f| f["type"] == "cf_agent_state").await;
+    assert_eq!(got_b["state"], state);
+    assert_eq!(got_plain["state"], state);
+    let wire_b = b.wire_bytes_received() - before.0;
+    let wire_plain = plain.wire_bytes_received() - before.1;
+    assert!(wire_plain >= raw, "plain client got {wire_plain} of {raw}");
+    assert!(
+        wire_b * 5 < raw,
+        "compressed client got {wire_b} bytes for {raw}"
+    );
+
+    // the state came in compressed too, and was understood: a new connection gets it
+    let (mut c, _) = Client::connect_with(addr, path, offer()).await.unwrap();
+    let [_, st, _] = c.connect_frames().await;
+    assert_eq!(st["state"], state);
+    assert_eq!(c.call_ok("add", json!([2, 3])).await, json!(5));
+}
+
+#[tokio::test]
+async fn off_by_default() {
+    let addr = spawn(server_with(Storage::memory(), Limits::default())).await;
+    let (mut a, acc) = Client::connect_with(addr, "/agents/test-agent/plain", offer())
+        .await
+        .unwrap();
+    assert!(acc.deflate.is_none());
+    assert!(acc
+        .response
+        .headers()
+        .get("sec-websocket-extensions")
+        .is_none());
+    a.connect_frames().await;
+    assert_eq!(a.call_ok("add", json!([1, 1])).await, json!(2));
+}
