@@ -273,6 +273,15 @@ try {
     if (g) throw new Error('page error shown: ' + g);
   }
   ok('no uncaught errors in either page');
+
+  // agentwire serve accepts permessage-deflate, which Chromium offers on every socket
+  const ext = await pages[0].evaluate(() => new Promise((resolve, reject) => {
+    const w = new WebSocket(location.origin.replace(/^http/, 'ws') + '/agents/counter-agent/demo');
+    w.onopen = () => { resolve(w.extensions); w.close(); };
+    w.onerror = () => reject(new Error('socket failed'));
+  }));
+  if (!ext.startsWith('permessage-deflate')) throw new Error('extensions: ' + JSON.stringify(ext));
+  ok(`the page's sockets negotiate compression (${ext})`);
   console.log(`${passed} passed, 0 failed`);
 } catch (e) {
   exitCode = 1;
