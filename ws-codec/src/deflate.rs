@@ -397,6 +397,8 @@ pub(crate) struct Codec {
     level: u32,
     /// The peer's message held a final DEFLATE block; the rest of it is ignored.
     recv_ended: bool,
+    /// Compressed bytes of the current message so far.
+    recv_len: usize,
 }
 
 impl Codec {
@@ -422,6 +424,7 @@ impl Codec {
             threshold: n.threshold,
             level: n.level,
             recv_ended: false,
+            recv_len: 0,
         }
     }
 
@@ -489,9 +492,13 @@ impl Codec {
             .decompress
             .get_or_insert_with(|| Box::new(Decompress::new(false)));
         let mut r = Ok(());
+        self.recv_len += input.len();
         if !self.recv_ended {
             r = feed(d, input, limit, out, &mut self.recv_ended);
-            if r.is_ok() && fin && !self.recv_ended {
+            // An entirely empty compressed message (some senders emit one for an empty
+            // message instead of the RFC's single 0x00) is the empty message: the tail alone
+            // is not DEFLATE data, so it is not fed.
+            if r.is_ok() && fin && !self.recv_ended && self.recv_len > 0 {
                 r = feed(d, &TAIL, limit, out, &mut self.recv_ended);
             }
         }
@@ -500,6 +507,7 @@ impl Codec {
                 d.reset(false);
             }
             self.recv_ended = false;
+            self.recv_len = 0;
         }
         r
     }
@@ -676,6 +684,10 @@ mod tests {
         assert_eq!(&z[..], &[0x00]);
         let mut out = vec![];
         c.inflate(&z, true, 10, &mut out).unwrap();
+        assert!(out.is_empty());
+        // an entirely empty compressed payload is taken as the empty message
+        let mut out = vec![];
+        c.inflate(&[], true, 10, &mut out).unwrap();
         assert!(out.is_empty());
         // and after other messages, when the compressor has nothing to flush
         for m in [&b"hello"[..], b"", b"", b"again"] {

@@ -139,6 +139,10 @@ fn config(sel: u8) -> Config {
 }
 
 fn machine(role: Role, data: &[u8]) {
+    machine_with(role, data, config);
+}
+
+fn machine_with(role: Role, data: &[u8], config: fn(u8) -> Config) {
     let Some((&sel, input)) = data.split_first() else {
         return;
     };
@@ -177,6 +181,40 @@ pub fn client(data: &[u8]) {
     machine(Role::Client, data);
 }
 
+/// permessage-deflate settings: bit 0 stream mode, bit 1 tiny limits (bombs), bit 2 no context
+/// takeover (both directions), bit 3 a 9-bit window for what we send.
+#[cfg(feature = "deflate")]
+fn deflate_config(sel: u8) -> Config {
+    use crate::deflate::DeflateConfig;
+    let nct = sel & 4 != 0;
+    let mut policy = DeflateConfig::default()
+        .with_threshold(0)
+        .with_server_no_context_takeover(nct)
+        .with_client_no_context_takeover(nct);
+    if sel & 8 != 0 {
+        policy = policy
+            .with_server_max_window_bits(9)
+            .with_client_max_window_bits(9);
+    }
+    let n = policy.negotiate(["permessage-deflate; client_max_window_bits"]);
+    assert!(n.is_some());
+    config(sel & 3).with_deflate(n)
+}
+
+/// The server-role machine with permessage-deflate negotiated, over arbitrary input (first
+/// byte: settings and chunk size): compressed messages are inflated within the limits and
+/// echoed compressed, identically under any chunking.
+#[cfg(feature = "deflate")]
+pub fn deflate_server(data: &[u8]) {
+    machine_with(Role::Server, data, deflate_config);
+}
+
+/// The client-role machine with permessage-deflate negotiated.
+#[cfg(feature = "deflate")]
+pub fn deflate_client(data: &[u8]) {
+    machine_with(Role::Client, data, deflate_config);
+}
+
 /// Both handshake parsers over arbitrary input.
 pub fn handshake(data: &[u8]) {
     let mut headers = [httparse::EMPTY_HEADER; handshake::MAX_HEADERS];
@@ -196,11 +234,36 @@ pub fn handshake(data: &[u8]) {
         }
         let mut out = BytesMut::new();
         handshake::encode_response(&res, &mut out);
+        #[cfg(feature = "deflate")]
+        {
+            // whatever a client offered, what the server accepts is valid for a client that
+            // offered permessage-deflate with the defaults
+            use crate::deflate::DeflateConfig;
+            for policy in [
+                DeflateConfig::default(),
+                DeflateConfig::default()
+                    .with_client_no_context_takeover(true)
+                    .with_client_max_window_bits(10)
+                    .with_server_max_window_bits(12),
+            ] {
+                if let Some(n) = up.negotiate_deflate(&policy) {
+                    let resp = n.response();
+                    let back = DeflateConfig::default().accept_response([resp.as_str()]);
+                    assert!(matches!(back, Ok(Some(_))), "{resp} refused: {back:?}");
+                }
+            }
+        }
     }
     let uri: http::Uri = "ws://example.com/".parse().unwrap();
-    if let Ok((hs, _)) = ClientHandshake::new(&uri, ClientOptions::default()) {
-        if let Ok(Some((_, n))) = hs.parse_response(data) {
-            assert!(n <= data.len());
+    #[allow(unused_mut)]
+    let mut options = vec![ClientOptions::default()];
+    #[cfg(feature = "deflate")]
+    options.push(ClientOptions::default().with_deflate(crate::deflate::DeflateConfig::default()));
+    for opts in options {
+        if let Ok((hs, _)) = ClientHandshake::new(&uri, opts) {
+            if let Ok(Some((_, n))) = hs.parse_response(data) {
+                assert!(n <= data.len());
+            }
         }
     }
 }

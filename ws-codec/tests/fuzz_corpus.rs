@@ -37,3 +37,15 @@ fn ws_client() {
 fn ws_handshake() {
     replay("ws_handshake", agentwire_ws::fuzz::handshake);
 }
+
+#[cfg(feature = "deflate")]
+#[test]
+fn ws_deflate_server() {
+    replay("ws_deflate_server", agentwire_ws::fuzz::deflate_server);
+}
+
+#[cfg(feature = "deflate")]
+#[test]
+fn ws_deflate_client() {
+    replay("ws_deflate_client", agentwire_ws::fuzz::deflate_client);
+}
