@@ -17,7 +17,7 @@
 //! Client: [`ClientOptions::with_deflate`](crate::handshake::ClientOptions::with_deflate) sends
 //! the offer; [`Accepted::deflate`](crate::handshake::Accepted::deflate) holds what the server
 //! accepted (a malformed acceptance fails the handshake with
-//! [`HandshakeError::Extension`](crate::HandshakeError::Extension)); give it to
+//! `HandshakeError::Extension`); give it to
 //! [`Config::with_deflate`](crate::Config::with_deflate).
 //!
 //! ```

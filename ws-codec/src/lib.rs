@@ -74,6 +74,7 @@
 //! | [`Config::auto_pong`] | on | at most 64 unsent pongs, oldest dropped |
 //! | [`Config::fragments`] | reassemble | — |
 //! | [`handshake::MAX_HEAD_LEN`] | 8 KiB | [`HandshakeError::TooLarge`] (431) |
+//! | inflated message (feature `deflate`) | `max_message` | close 1009, checked while inflating |
 //!
 //!
 //! # permessage-deflate
