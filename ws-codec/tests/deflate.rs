@@ -13,20 +13,25 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::time::Instant;
 
-/// Runs the opening handshake with these policies; returns what each side negotiated.
-fn negotiate(
-    client: DeflateConfig,
-    server: &DeflateConfig,
-) -> (Option<Negotiated>, Option<Negotiated>) {
+/// The client's handshake state and the server's view of its request.
+fn request(opts: ClientOptions) -> (ClientHandshake, handshake::Upgrade) {
     let uri: http::Uri = "ws://example.com/chat".parse().unwrap();
-    let (hs, req) =
-        ClientHandshake::new(&uri, ClientOptions::default().with_deflate(client)).unwrap();
+    let (hs, req) = ClientHandshake::new(&uri, opts).unwrap();
     let mut wire = BytesMut::new();
     ClientHandshake::encode_request(&req, &mut wire);
     let mut headers = [httparse::EMPTY_HEADER; handshake::MAX_HEADERS];
     let (upgrade, _) = handshake::parse_request(&wire, &mut headers)
         .unwrap()
         .unwrap();
+    (hs, upgrade)
+}
+
+/// Runs the opening handshake with these policies; returns what each side negotiated.
+fn negotiate(
+    client: DeflateConfig,
+    server: &DeflateConfig,
+) -> (Option<Negotiated>, Option<Negotiated>) {
+    let (hs, upgrade) = request(ClientOptions::default().with_deflate(client));
     let accepted = upgrade.negotiate_deflate(server);
     let mut accept = Accept::default();
     if let Some(n) = accepted {
@@ -126,14 +131,7 @@ fn negotiation_in_both_roles() {
 
 #[test]
 fn a_server_accepting_an_unoffered_extension_fails_the_client() {
-    let uri: http::Uri = "ws://h/".parse().unwrap();
-    let (hs, req) = ClientHandshake::new(&uri, ClientOptions::default()).unwrap();
-    let mut wire = BytesMut::new();
-    ClientHandshake::encode_request(&req, &mut wire);
-    let mut headers = [httparse::EMPTY_HEADER; handshake::MAX_HEADERS];
-    let (upgrade, _) = handshake::parse_request(&wire, &mut headers)
-        .unwrap()
-        .unwrap();
+    let (hs, upgrade) = request(ClientOptions::default());
     // no offer in the request: the server's policy finds nothing to accept
     assert!(upgrade
         .negotiate_deflate(&DeflateConfig::default())
