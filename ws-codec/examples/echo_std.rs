@@ -47,7 +47,17 @@ fn serve(mut sock: TcpStream) -> std::io::Result<()> {
     sock.write_all(&out)?;
     let leftover = buf.split_off(n);
     let conn = Connection::new(Role::Server, config, Instant::now());
-    common::drive(&mut sock, conn, leftover, common::echo)?;
+    let stats = common::drive(&mut sock, conn, leftover, common::echo)?;
+    if std::env::var_os("WS_STATS").is_some() {
+        // for the interop tests: wire bytes per connection (compressed sizes with deflate)
+        eprintln!(
+            "stats {} frames_received={} bytes_received={} bytes_sent={}",
+            upgrade.uri(),
+            stats.frames_received,
+            stats.bytes_received,
+            stats.bytes_sent
+        );
+    }
     let _ = sock.shutdown(std::net::Shutdown::Both);
     Ok(())
 }

@@ -63,13 +63,14 @@ pub fn flush(conn: &mut Connection, sock: &mut TcpStream, out: &mut BytesMut) ->
 }
 
 /// Runs `conn` over `sock` until it is closed, calling `on_event` for every event (which may
-/// queue sends). `rbuf` holds bytes already read past the handshake.
+/// queue sends); returns the connection's counters. `rbuf` holds bytes already read past the
+/// handshake.
 pub fn drive(
     sock: &mut TcpStream,
     mut conn: Connection,
     mut rbuf: BytesMut,
     mut on_event: impl FnMut(&mut Connection, Event),
-) -> io::Result<()> {
+) -> io::Result<agentwire_ws::Stats> {
     let mut out = BytesMut::new();
     conn.handle_input(Instant::now(), &mut rbuf);
     loop {
@@ -78,7 +79,7 @@ pub fn drive(
         }
         flush(&mut conn, sock, &mut out)?;
         if conn.state().is_closed() {
-            return Ok(());
+            return Ok(conn.stats());
         }
         let timeout = conn
             .poll_timeout()
