@@ -228,7 +228,7 @@ pub struct Connection {
     pong_deadline: Option<Instant>,
     stats: Stats,
     /// permessage-deflate state, when negotiated (always `None` without the `deflate` feature).
-    deflate: Option<crate::deflate::Codec>,
+    deflate: Option<Box<crate::deflate::Codec>>,
     /// The message being streamed with `send_fragment` is compressed.
     send_compressed: bool,
 }
@@ -252,7 +252,7 @@ impl Connection {
             deflate: config
                 .deflate
                 .as_ref()
-                .map(|n| crate::deflate::Codec::new(n, role)),
+                .map(|n| Box::new(crate::deflate::Codec::new(n, role))),
             #[cfg(not(feature = "deflate"))]
             deflate: None,
             send_compressed: false,
