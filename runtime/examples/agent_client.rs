@@ -1,7 +1,7 @@
 //! The Rust `AgentClient` against a running server (e.g. `cargo run --release`).
 //!
 //! ```sh
-//! cargo run -p agentwire --features client --example client -- ws://127.0.0.1:8787 counter-agent demo
+//! cargo run -p agentwire --features client --example agent_client -- ws://127.0.0.1:8787 counter-agent demo
 //! ```
 //!
 //! Connects, prints the identity and the state, calls `increment` and the streaming
