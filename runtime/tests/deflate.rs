@@ -77,3 +77,32 @@ async fn off_by_default() {
     a.connect_frames().await;
     assert_eq!(a.call_ok("add", json!([1, 1])).await, json!(2));
 }
+
+/// The Rust `AgentClient` offers permessage-deflate by default; against a compressing server
+/// its large state update and calls go through.
+#[cfg(feature = "client")]
+#[tokio::test]
+async fn agent_client_with_compression() {
+    use agentwire::client::AgentClient;
+    let limits = Limits {
+        deflate: Some(DeflateConfig::default()),
+        ..Limits::default()
+    };
+    let addr = spawn(server_with(Storage::memory(), limits)).await;
+    let client = AgentClient::connect(format!("ws://{addr}"), "TestAgent", "zc")
+        .await
+        .unwrap();
+    let (mut watcher, _) = Client::connect_with(addr, "/agents/test-agent/zc", offer())
+        .await
+        .unwrap();
+    watcher.connect_frames().await;
+    let items: Vec<_> = (0..300)
+        .map(|i| json!({"id": i, "text": "compressed by the Rust client"}))
+        .collect();
+    let state = json!({"count": 3, "items": items});
+    client.set_state(&state).unwrap();
+    let (got, _) = watcher.wait_for(|f| f["type"] == "cf_agent_state").await;
+    assert_eq!(got["state"], state);
+    assert_eq!(client.call("add", [20, 22]).await.unwrap(), json!(42));
+    client.close().await;
+}

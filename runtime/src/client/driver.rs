@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) backoff: Option<Backoff>,
     pub(crate) connect_timeout: Duration,
     pub(crate) ws: WsConfig,
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<crate::DeflateConfig>,
 }
 
 /// A transmitted call.
@@ -116,9 +118,9 @@ impl Driver {
                 }
             };
             match result {
-                Ok(Ok((sock, leftover))) => {
+                Ok(Ok((sock, leftover, config))) => {
                     let opened = Instant::now();
-                    let end = self.connection(sock, leftover).await;
+                    let end = self.connection(sock, leftover, config).await;
                     if self
                         .settings
                         .backoff
@@ -322,8 +324,13 @@ impl Driver {
     }
 
     /// Runs one open connection until it ends.
-    async fn connection(&mut self, mut sock: TcpStream, mut rbuf: BytesMut) -> End {
-        let mut ws = Ws::new(Role::Client, self.settings.ws.clone(), Instant::now());
+    async fn connection(
+        &mut self,
+        mut sock: TcpStream,
+        mut rbuf: BytesMut,
+        config: WsConfig,
+    ) -> End {
+        let mut ws = Ws::new(Role::Client, config, Instant::now());
         self.set_status(Status::Open);
         self.shared.emit(ClientEvent::Open);
         tracing::debug!("open");
@@ -535,12 +542,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Opens the TCP connection and completes the WebSocket handshake; returns the socket and the
-/// bytes read past the `101`.
-async fn connect(settings: &Settings) -> std::io::Result<(TcpStream, BytesMut)> {
+/// Opens the TCP connection and completes the WebSocket handshake; returns the socket, the
+/// bytes read past the `101` and the settings of this connection (with what was negotiated).
+async fn connect(settings: &Settings) -> std::io::Result<(TcpStream, BytesMut, WsConfig)> {
     let mut opts = ClientOptions::default();
     for (name, value) in &settings.headers {
         opts = opts.with_header(name.clone(), value.clone());
+    }
+    #[cfg(feature = "deflate")]
+    if let Some(d) = &settings.deflate {
+        opts = opts.with_deflate(d.clone());
     }
     let (hs, req) =
         ClientHandshake::new(&settings.target.uri, opts).map_err(std::io::Error::other)?;
@@ -552,9 +563,16 @@ async fn connect(settings: &Settings) -> std::io::Result<(TcpStream, BytesMut)> 
     sock.write_all(&head).await?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if let Some((_accepted, n)) = hs.parse_response(&buf).map_err(std::io::Error::other)? {
+        if let Some((accepted, n)) = hs.parse_response(&buf).map_err(std::io::Error::other)? {
             let leftover = buf.split_off(n);
-            return Ok((sock, leftover));
+            #[cfg(feature = "deflate")]
+            let config = settings.ws.clone().with_deflate(accepted.deflate);
+            #[cfg(not(feature = "deflate"))]
+            let config = {
+                let _ = accepted;
+                settings.ws.clone()
+            };
+            return Ok((sock, leftover, config));
         }
         if sock.read_buf(&mut buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());

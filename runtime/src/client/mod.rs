@@ -292,9 +292,19 @@ pub struct AgentClientBuilder {
     connect_timeout: Duration,
     ws: WsConfig,
     event_capacity: usize,
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::DeflateConfig>,
 }
 
 impl AgentClientBuilder {
+    /// The permessage-deflate offer (feature `deflate`; default: offered with the defaults,
+    /// as browsers do; `None`: not offered). Used only if the server accepts it.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, offer: Option<crate::DeflateConfig>) -> Self {
+        self.deflate = offer;
+        self
+    }
+
     /// The URL prefix (default `agents`; may contain `/`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -386,6 +396,8 @@ impl AgentClientBuilder {
                 backoff: self.backoff,
                 connect_timeout: self.connect_timeout,
                 ws: self.ws,
+                #[cfg(feature = "deflate")]
+                deflate: self.deflate,
             },
         );
         runtime.spawn(driver.run());
@@ -508,6 +520,8 @@ impl AgentClient {
             connect_timeout: Duration::from_secs(4),
             ws: WsConfig::default(),
             event_capacity: 1024,
+            #[cfg(feature = "deflate")]
+            deflate: Some(crate::DeflateConfig::default()),
         }
     }
 
