@@ -105,6 +105,7 @@
 //! | [`Limits::max_request_body`] | 1 MiB | `413` |
 //! | [`Limits::idle_timeout`] | 10 s | the idle instance is evicted (hibernation); sockets stay open |
 //! | [`Limits::ws`] `max_message` / `max_frame_payload` | 1 MiB | close `1009` for that socket only |
+//! | `Limits::deflate` (feature `deflate`) | off (`agentwire serve`: on) | compressed messages inflate to at most `max_message`, else close `1009` |
 //! | [`Limits::max_tags`] | 10 (incl. the id) | setup error: close `1011` |
 //! | [`Limits::sse_log_len`] (events kept per SSE stream) | 1,000 | oldest dropped |
 //! | [`sse::DEFAULT_QUEUE`] (chunks per SSE response) | 256 | subscriber dropped; it resumes with `Last-Event-ID` |
