@@ -205,16 +205,7 @@ async fn task_runner_rest_sse_and_resume() {
     let base = "/agents/task-runner/demo/tasks";
     let prompt = "Explain   streaming";
     let started = Instant::now();
-    let (status, _, body) = http(
-        addr,
-        "POST",
-        base,
-        &[("content-type", "application/json")],
-        &json!({ "prompt": prompt }).to_string(),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let created: Value = serde_json::from_str(&body).unwrap();
+    let created = create_task(addr, base, prompt).await;
     let id = created["id"].as_u64().unwrap();
     assert_eq!(id, 1);
     assert_eq!(created["status"], "running");

@@ -123,16 +123,7 @@ async fn tail_resumes_a_cut_task_stream_without_loss_or_duplicates() {
     .await;
     let base = "/agents/task-runner/tail/tasks";
     let prompt = "resume me after a cut";
-    let (status, _, body) = common::http(
-        server,
-        "POST",
-        base,
-        &[("content-type", "application/json")],
-        &json!({ "prompt": prompt }).to_string(),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let created: Value = serde_json::from_str(&body).unwrap();
+    let created = common::create_task(server, base, prompt).await;
     let id = created["id"].as_u64().unwrap();
     let expected = task_tokens(id, prompt);
     let k = expected.len();

@@ -491,3 +491,18 @@ pub async fn http(
         .to_bytes();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// `POST`s a JSON task with `prompt` to a TaskRunner's `tasks_path`; returns the created task
+/// (asserting `201`).
+pub async fn create_task(addr: SocketAddr, tasks_path: &str, prompt: &str) -> Value {
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        tasks_path,
+        &[("content-type", "application/json")],
+        &json!({ "prompt": prompt }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
