@@ -5,9 +5,7 @@
 //! ```
 //!
 //! Options: `--addr HOST:PORT` (default `127.0.0.1:8787`), `--data DIR` (SQLite files; without
-//! it, state lives in memory), `--idle SECS` (hibernation timeout, default 10; `0` never evicts),
-//! `--connect-pacing-ms MS` and `--mcp-delay-ms MS` (the connect-frame waits of `Limits`,
-//! default 10 and 30; `0` disables).
+//! it, state lives in memory), `--idle SECS` (hibernation timeout, default 10; `0` never evicts).
 //! Stops gracefully on Ctrl-C or SIGTERM.
 
 use agentwire::demo::counter::CounterAgent;
@@ -18,11 +16,6 @@ struct Args {
     addr: String,
     data: Option<String>,
     limits: Limits,
-}
-
-fn ms(v: Option<String>) -> Option<Duration> {
-    let ms: u64 = v.and_then(|s| s.parse().ok()).unwrap_or(0);
-    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn args() -> Args {
@@ -40,13 +33,8 @@ fn args() -> Args {
                 let secs: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 a.limits.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
-            "--connect-pacing-ms" => a.limits.connect_pacing = ms(it.next()),
-            "--mcp-delay-ms" => a.limits.mcp_frame_delay = ms(it.next()),
             "-h" | "--help" => {
-                eprintln!(
-                    "usage: counter [--addr HOST:PORT] [--data DIR] [--idle SECS] \
-                     [--connect-pacing-ms MS] [--mcp-delay-ms MS]"
-                );
+                eprintln!("usage: counter [--addr HOST:PORT] [--data DIR] [--idle SECS]");
                 std::process::exit(0);
             }
             other => {

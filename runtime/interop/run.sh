@@ -36,9 +36,7 @@ if [ -d "$shared" ]; then
   mkdir -p "$here/.shared" "$here/run"
   cp "$shared"/*.mjs "$shared"/golden-transcript.jsonl "$here/.shared/"
   data="$(mktemp -d)"
-  # Wider connect-frame windows than the defaults (each is cut short as soon as the client
-  # sends): the comparison checks frame order, which must not depend on how loaded CI is.
-  "$bin" --addr 127.0.0.1:0 --data "$data" --connect-pacing-ms 40 --mcp-delay-ms 80 \
+  "$bin" --addr 127.0.0.1:0 --data "$data" \
     2> "$here/run/server.log" &
   pid=$!
   trap 'kill $pid 2>/dev/null || true; rm -rf "$data"' EXIT

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -197,11 +196,18 @@ pub trait Agent: Send + Sized + 'static {
 // ===== RPC =====
 
 /// One RPC call: method, JSON arguments, calling connection, stream handle.
+///
+/// The arguments are kept as their JSON text ([`RawJson`]), exactly as the client sent them:
+/// every value `JSON.parse` accepts is kept as it is — lone UTF-16 surrogate escapes
+/// (`"\ud800"`), integers beyond 2^53, `1e308`, `-0`, nesting hundreds of levels deep — and
+/// is only parsed into a Rust value when a typed accessor asks for it. An agent that relays
+/// values (echo, storage, forwarding) uses [`raw_arg`](Self::raw_arg) and [`Reply::raw`] and
+/// changes nothing.
 #[derive(Debug)]
 pub struct Call {
     pub(crate) id: RpcId,
     pub(crate) method: String,
-    pub(crate) args: Vec<Value>,
+    pub(crate) args: Vec<RawJson>,
     pub(crate) conn: Connection,
 }
 
@@ -216,16 +222,30 @@ impl Call {
         &self.conn
     }
 
-    /// All arguments.
-    pub fn args(&self) -> &[Value] {
+    /// All arguments, each as its JSON text.
+    pub fn args(&self) -> &[RawJson] {
         &self.args
     }
 
+    /// How many arguments the client passed.
+    pub fn arg_count(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Argument `i` as its JSON text, or `None` when the client passed fewer arguments.
+    pub fn raw_arg(&self, i: usize) -> Option<&RawJson> {
+        self.args.get(i)
+    }
+
     /// Argument `i`, deserialised; a missing argument reads as `null` (so `Option<T>` accepts
-    /// it, like an omitted JavaScript argument).
+    /// it, like an omitted JavaScript argument). A value that does not fit `T` fails the call
+    /// with `argument {i}: …`.
     pub fn arg<T: DeserializeOwned>(&self, i: usize) -> Result<T, RpcError> {
-        let v = self.args.get(i).cloned().unwrap_or(Value::Null);
-        serde_json::from_value(v).map_err(|e| RpcError::Failed(format!("argument {i}: {e}")))
+        let parsed = match self.args.get(i) {
+            Some(raw) => raw.deserialize(),
+            None => serde_json::from_str("null"),
+        };
+        parsed.map_err(|e| RpcError::Failed(format!("argument {i}: {e}")))
     }
 
     /// Argument `i`, or `default` when it is missing or `null`.
@@ -240,6 +260,13 @@ impl Call {
             conn: self.conn.clone(),
         }
     }
+}
+
+/// Splits the `args` array of a call into its elements, kept as JSON text. Fails only on text
+/// that is not a JSON array (the classifier lets only arrays through).
+pub(crate) fn split_args(args: &RawJson) -> Result<Vec<RawJson>, serde_json::Error> {
+    let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(args.get())?;
+    Ok(items.into_iter().map(RawJson::from_raw).collect())
 }
 
 /// Sends the chunks of a streaming call.
@@ -272,6 +299,11 @@ impl Reply {
     /// No result (the reply frame has no `result` key; the client resolves `undefined`).
     pub fn void() -> Reply {
         Reply(None)
+    }
+
+    /// A result given as JSON text, sent exactly as it is (see [`Call::raw_arg`]).
+    pub fn raw(value: RawJson) -> Reply {
+        Reply(Some(value))
     }
 }
 
@@ -575,6 +607,13 @@ impl<A: Agent> Context<A> {
 pub(crate) fn encode_reply(id: RpcId, method: &str, res: Result<Reply, RpcError>) -> Utf8Bytes {
     match res {
         Ok(Reply(result)) => RpcResponse::Done { id, result },
+        // A name of the reference base class (`setState`, `onConnect`, `toString`, …) exists
+        // there as a function that is not callable, so the reference answers "not callable".
+        Err(RpcError::NoSuchMethod)
+            if agentwire_protocol::texts::is_reference_agent_member(method) =>
+        {
+            RpcResponse::method_not_callable(id, method)
+        }
         Err(RpcError::NoSuchMethod) => RpcResponse::method_does_not_exist(id, method),
         Err(RpcError::NotCallable) => RpcResponse::method_not_callable(id, method),
         Err(RpcError::Failed(msg)) => RpcResponse::error(id, msg),

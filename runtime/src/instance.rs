@@ -322,7 +322,15 @@ impl<A: Agent> Actor<A> {
                     }
                     Inbound::Protocol(ClientMessage::Rpc(req)) => {
                         let (id, method, args) = req.into_parts();
-                        let args = args.deserialize().unwrap_or_default();
+                        let args = match crate::agent::split_args(&args) {
+                            Ok(args) => args,
+                            Err(e) => {
+                                // Never run a call with arguments it did not get.
+                                let err = RpcError::new(format!("Invalid arguments: {e}"));
+                                let _ = conn.send_text(encode_reply(id, &method, Err(err)));
+                                return;
+                            }
+                        };
                         let call = Call {
                             id: id.clone(),
                             method: method.clone(),
@@ -487,10 +495,6 @@ async fn connect<A: Agent>(
             let _ = conn.send_text(s.connect_frame());
         }
         let _ = conn.send_text(ServerMessage::empty_mcp_servers().encode());
-        conn.inner.connect_frames.store(
-            if state.is_some() { 3 } else { 2 },
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
     cx.conns.insert(conn.key(), conn.clone());
     cx.current = Some(conn.clone());
@@ -534,7 +538,18 @@ async fn client_state<A: Agent>(
         let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
         return;
     }
-    if let Err(e) = cx.commit_state(value, state, Some(conn)) {
+    // What is stored and broadcast is the validated value, re-encoded: fields the state type
+    // does not know are not carried along (a `RawJson` state keeps the client's text as is).
+    let raw = match RawJson::from_serialize(&value) {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::info!(id = conn.id(), error = %e, "client state update rejected");
+            let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+            return;
+        }
+    };
+    drop(state);
+    if let Err(e) = cx.commit_state(value, raw, Some(conn)) {
         let e: BoxError = Box::new(e);
         agent.on_error(cx, Some(conn), &e).await;
         let _ = conn.send_text(ServerMessage::state_error_rejected().encode());

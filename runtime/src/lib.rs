@@ -110,7 +110,6 @@
 //! | [`Limits::sse_log_len`] (events kept per SSE stream) | 1,000 | oldest dropped |
 //! | [`sse::DEFAULT_QUEUE`] (chunks per SSE response) | 256 | subscriber dropped; it resumes with `Last-Event-ID` |
 //! | [`Limits::shutdown_grace`] | 5 s | remaining tasks are abandoned |
-//! | [`Limits::connect_pacing`] / [`Limits::mcp_frame_delay`] | at most 10 ms / 30 ms, cut short when the client sends | — |
 //!
 //! # Tracing
 //!
@@ -187,19 +186,6 @@ pub struct Limits {
     pub sse_log_len: usize,
     /// How long a graceful shutdown waits for sockets and requests. Default 5 s.
     pub shutdown_grace: Duration,
-    /// Longest wait between the `101` and the first connect frame (identity), cut short as
-    /// soon as the client sends anything. The connect frames are written as separate writes,
-    /// spaced as the reference server's reach its clients, so that a client sending on `open`
-    /// is not overtaken by them (clients, and transcripts recorded against the reference
-    /// server, see the same order). `None`: no wait. Default 10 ms.
-    pub connect_pacing: Option<Duration>,
-    /// Longest wait before the last connect frame (`cf_agent_mcp_servers`), cut short as
-    /// soon as the client sends anything: with the reference server that frame arrives well
-    /// after identity and state, so a client that calls as soon as it is `ready` sees its call
-    /// leave before the frame arrives. `AgentClient` ignores the frame (`ready` resolves on the
-    /// state frame) and inbound frames wait until it is written, so only timing changes.
-    /// `None`: no wait. Default 30 ms.
-    pub mcp_frame_delay: Option<Duration>,
     /// permessage-deflate policy (feature `deflate`): when set, WebSocket clients that offer
     /// the extension (every browser does) get compressed messages, and the inflated size of
     /// what they send is bounded by `ws.max_message`. Default `None` (off): compression costs
@@ -222,8 +208,6 @@ impl Default for Limits {
             max_tags: 10,
             sse_log_len: sse::DEFAULT_LOG_LEN,
             shutdown_grace: Duration::from_secs(5),
-            connect_pacing: Some(Duration::from_millis(10)),
-            mcp_frame_delay: Some(Duration::from_millis(30)),
             #[cfg(feature = "deflate")]
             deflate: None,
         }

@@ -108,7 +108,6 @@ pub(crate) async fn drive(
     limits: crate::Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let pacing = (limits.connect_pacing, limits.mcp_frame_delay);
     let mut ws = Ws::new(Role::Server, limits.ws, Instant::now());
     // A copy: `initial` is a view of hyper's whole read buffer, which it would keep alive.
     let mut rbuf = BytesMut::from(&initial[..]);
@@ -116,46 +115,11 @@ pub(crate) async fn drive(
     let mut received_close: Option<(u16, String)> = None;
     let mut sent_close: Option<(u16, String)> = None;
     let mut out_open = true;
-    // The connect frames (identity, [state], MCP servers) go out as separate writes, the
-    // first up to `pacing.0` after the 101 and the last up to `pacing.1` after the others —
-    // each wait cut short as soon as the client sends anything (see `Limits`). Inbound frames
-    // are only handled afterwards, so nothing can overtake the connect frames.
-    let n = conn
-        .inner
-        .connect_frames
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let mut client_spoke = !rbuf.is_empty();
-    let mut eof = false;
-    for i in 0..n {
-        let delay = if i == 0 {
-            pacing.0
-        } else if i + 1 == n {
-            pacing.1
-        } else {
-            None
-        };
-        if let (Some(d), false) = (delay, client_spoke || eof) {
-            tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                r = io.read_some(&mut rbuf) => match r {
-                    Ok(0) | Err(_) => eof = true,
-                    Ok(_) => client_spoke = true,
-                },
-            }
-        }
-        if let Ok(out) = out_rx.try_recv() {
-            apply(&mut ws, &conn, out, &mut sent_close);
-        }
-        if write_pending(&mut ws, &mut io).await.is_err() {
-            eof = true;
-            break;
-        }
-    }
+    // The connect frames (identity, [state], MCP servers) were queued by the instance before
+    // the upgrade was answered; they are written with everything else, as fast as the socket
+    // takes them. Input that came with the upgrade request is handled like any later read.
     if !rbuf.is_empty() {
         ws.handle_input(Instant::now(), &mut rbuf);
-    }
-    if eof {
-        ws.handle_eof(Instant::now());
     }
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
@@ -203,7 +167,12 @@ pub(crate) async fn drive(
                 _ => {}
             }
         }
-        // 2. transmit
+        // 2. outbound messages queued meanwhile (after the events, so that a Close that came
+        //    in with the last read has taken effect: nothing is sent after a peer's Close),
+        //    then transmit
+        if out_open && finished.is_none() {
+            drain_out(&mut ws, &conn, &mut out_rx, None, &mut sent_close);
+        }
         if write_pending(&mut ws, &mut io).await.is_err() {
             ws.handle_eof(Instant::now());
             if finished.is_none() {
@@ -242,14 +211,12 @@ pub(crate) async fn drive(
             }
             // Input first: a peer's Close that is already here is seen before messages queued
             // for it meanwhile (which then go nowhere, as with the reference server); outbound
-            // messages are still drained after every read, so a busy reader cannot starve them.
+            // messages are still drained after every read (step 2), so a busy reader cannot
+            // starve them.
             r = io.read_some(&mut rbuf) => {
                 match r {
                     Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
                     Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
-                }
-                if out_open {
-                    drain_out(&mut ws, &conn, &mut out_rx, None, &mut sent_close);
                 }
             }
             out = out_rx.recv(), if out_open => match out {

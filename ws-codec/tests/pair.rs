@@ -153,7 +153,7 @@ fn close_from_client() {
         vec![
             Event::CloseReceived {
                 code: Some(CloseCode::NORMAL),
-                reason: "".into()
+                reason: "done".into()
             },
             closed(Initiator::Local, true, None)
         ]

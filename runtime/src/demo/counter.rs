@@ -4,9 +4,15 @@
 //! State `{"count":0}`, writable by clients; callables `increment`, `add`, `echo`, `nothing`,
 //! `fail`, `countdown` (streaming), `streamFail`, `disconnect`, `shout` (broadcast), `whoami`,
 //! `memo`, `setConnState` and `notExposed`; query flags `?readonly=1`, `?protocol=0` and
-//! `?tag=`; HTTP `…/status` (JSON) and `…/sse` (five ticks, resumable with `Last-Event-ID`).
+//! `?tag=`; HTTP `…/status` (JSON) and `…/sse` (five ticks then `done`, on every request:
+//! like the reference's, this route does not resume and ignores `Last-Event-ID`).
+//!
+//! The state is any JSON object whose `count` is a number, kept as its JSON text
+//! ([`CounterState`]): other fields, of any size up to the server's limits and any content
+//! `JSON.parse` accepts, are persisted and broadcast intact.
 
 use crate::body::response;
+use crate::protocol::RawJson;
 use crate::{Agent, BoxError, Call, Connection, Context, Message, Reply, RpcError, StateSource};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -14,12 +20,60 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Number, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The agent's state. `count` must be a number: anything else fails to deserialise, which
-/// rejects the update.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The agent's state: a JSON object whose `count` is a number, with any other fields, kept as
+/// the JSON text it was set with (so nothing is lost or reformatted: lone surrogate escapes,
+/// big integers and deep nesting survive). Anything else fails to deserialise, which rejects
+/// the update, as the reference's `validateStateChange` does.
+#[derive(Debug, Clone)]
 pub struct CounterState {
+    raw: RawJson,
+    count: Number,
+}
+
+impl CounterState {
+    /// `{"count":count}`.
+    pub fn new(count: Number) -> Self {
+        let raw =
+            RawJson::from_serialize(&CountOnly { count: &count }).expect("a number serialises");
+        Self { raw, count }
+    }
+
     /// The count (any JSON number; integers stay integers).
-    pub count: Number,
+    pub fn count(&self) -> &Number {
+        &self.count
+    }
+
+    /// The whole state as its JSON text.
+    pub fn raw(&self) -> &RawJson {
+        &self.raw
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CountOnly<N> {
+    count: N,
+}
+
+impl Serialize for CounterState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CounterState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = <RawJson as Deserialize>::deserialize(deserializer)?;
+        // An object (serde would also read a struct from an array) with a numeric `count`;
+        // the other fields are skipped without being turned into Rust values.
+        if !raw.get().starts_with('{') {
+            return Err(D::Error::custom("the state must be an object"));
+        }
+        let CountOnly { count } = raw
+            .deserialize::<CountOnly<Number>>()
+            .map_err(|e| D::Error::custom(format!("`count` must be a number: {e}")))?;
+        Ok(Self { raw, count })
+    }
 }
 
 /// The test contract agent. Its fields are in memory only: they are fresh after every
@@ -49,7 +103,7 @@ struct Typed<'a> {
 struct Shout {
     #[serde(rename = "type")]
     ty: &'static str,
-    payload: Value,
+    payload: RawJson,
 }
 
 #[derive(Serialize)]
@@ -88,15 +142,26 @@ fn query_flag(conn: &Connection, key: &str) -> Option<String> {
     crate::protocol::query_param(conn.uri().query().unwrap_or(""), key).map(|v| v.into_owned())
 }
 
-/// JavaScript-like `a + b` for JSON numbers: integers stay integers.
-fn add(a: &Number, b: &Number) -> Number {
+/// JavaScript-like `a + b` for JSON numbers: integers stay integers; a sum that overflows to
+/// an infinity is `None` (JavaScript's `JSON.stringify` writes `Infinity` as `null`).
+fn add(a: &Number, b: &Number) -> Option<Number> {
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         if let Some(s) = x.checked_add(y) {
-            return Number::from(s);
+            return Some(Number::from(s));
         }
     }
-    let s = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-    Number::from_f64(s).unwrap_or_else(|| Number::from(0))
+    js_number(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))
+}
+
+/// A JavaScript number as `JSON.stringify` writes it: integral values below 2^53 without a
+/// fraction (`2`, not `2.0`; `-0` as `0`), infinities as `None` (`null`).
+fn js_number(x: f64) -> Option<Number> {
+    const SAFE: f64 = 9_007_199_254_740_992.0; // 2^53
+    if x.fract() == 0.0 && x.abs() <= SAFE {
+        // exact: integral and within ±2^53
+        return Some(Number::from(x as i64));
+    }
+    Number::from_f64(x)
 }
 
 fn now_ms() -> u64 {
@@ -109,9 +174,7 @@ impl Agent for CounterAgent {
     type State = CounterState;
 
     fn initial_state(&self) -> Option<CounterState> {
-        Some(CounterState {
-            count: Number::from(0),
-        })
+        Some(CounterState::new(Number::from(0)))
     }
 
     // Clients may write the state (the type already requires a numeric `count`).
@@ -160,17 +223,19 @@ impl Agent for CounterAgent {
         match call.method() {
             "increment" => {
                 let by: Number = call.arg_or(0, Number::from(1))?;
-                let count = add(
-                    &cx.state().map_or(Number::from(0), |s| s.count.clone()),
-                    &by,
-                );
-                cx.set_state(CounterState {
-                    count: count.clone(),
-                })?;
+                let current = cx.state().map_or(Number::from(0), |s| s.count.clone());
+                // `setState({count: count + by})`: the new state has only `count`.
+                let count = add(&current, &by)
+                    .ok_or_else(|| RpcError::new("State update rejected: count is not finite"))?;
+                cx.set_state(CounterState::new(count.clone()))?;
                 Reply::json(&count)
             }
             "add" => Reply::json(&add(&call.arg(0)?, &call.arg(1)?)),
-            "echo" => Reply::json(&call.arg::<Value>(0)?),
+            // The argument as it came, or no `result` at all when there was none.
+            "echo" => Ok(call
+                .raw_arg(0)
+                .cloned()
+                .map_or_else(Reply::void, Reply::raw)),
             "nothing" => Ok(Reply::void()),
             "fail" => Err(RpcError::new(call.arg_or(0, "boom".to_owned())?)),
             "countdown" => {
@@ -195,7 +260,7 @@ impl Agent for CounterAgent {
                 Reply::json(&json!({"closing": true, "code": code}))
             }
             "shout" => {
-                let payload: Value = call.arg(0)?;
+                let payload = call.raw_arg(0).cloned().unwrap_or_else(RawJson::null);
                 let exclude_self: bool = call.arg_or(1, false)?;
                 let msg = serde_json::to_string(&Shout {
                     ty: "shout",
@@ -249,22 +314,16 @@ impl Agent for CounterAgent {
             }));
         }
         if path.ends_with("/sse") {
-            // A fresh run streams ticks 1..5 then `done`; a client resuming with
-            // `Last-Event-ID` gets the ticks it missed from the persisted log, then `done`.
-            let resuming = crate::sse::last_event_id(req.headers()).is_some();
-            if !resuming {
-                cx.sse_reset("ticks")?;
+            // Five ticks, then `done`, on every request. Like the reference's, this route does
+            // not resume: `Last-Event-ID` is ignored (resuming is a feature of routes that opt
+            // in, as the TaskRunner's does with `Context::sse_subscribe`).
+            let (resp, tx) = crate::sse::response();
+            let count = cx.state().map_or(Number::from(0), |s| s.count.clone());
+            for i in 1..=5u32 {
+                let data = serde_json::to_string(&Tick { i, count: &count })?;
+                let _ = tx.send_event(Some(u64::from(i)), Some("tick"), &data);
             }
-            let resp = cx.sse_subscribe("ticks", req.headers())?;
-            if !resuming {
-                let count = cx.state().map_or(Number::from(0), |s| s.count.clone());
-                for i in 1..=5 {
-                    let data = serde_json::to_string(&Tick { i, count: &count })?;
-                    cx.sse_publish("ticks", Some("tick"), &data)?;
-                }
-            }
-            cx.sse_send_unlogged("ticks", Some("done"), "bye");
-            cx.sse_end("ticks");
+            let _ = tx.send_event(None, Some("done"), "bye");
             return Ok(resp);
         }
         Ok(response::text(StatusCode::NOT_FOUND, "Not found"))

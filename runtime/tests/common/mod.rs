@@ -25,6 +25,18 @@ pub const WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Count {
     pub count: i64,
+    /// Other fields clients send are kept (what is stored and broadcast is this value).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl Count {
+    pub fn new(count: i64) -> Self {
+        Count {
+            count,
+            extra: Default::default(),
+        }
+    }
 }
 
 /// A counter agent for the tests (integer counts only).
@@ -45,7 +57,7 @@ impl Agent for TestAgent {
     type State = Count;
 
     fn initial_state(&self) -> Option<Count> {
-        Some(Count { count: 0 })
+        Some(Count::new(0))
     }
 
     fn validate_state(next: &Count, _source: StateSource<'_>) -> Result<(), String> {
@@ -121,7 +133,7 @@ impl Agent for TestAgent {
             "increment" => {
                 let by: i64 = call.arg_or(0, 1)?;
                 let count = cx.state().map_or(0, |s| s.count) + by;
-                cx.set_state(Count { count })?;
+                cx.set_state(Count::new(count))?;
                 Reply::json(&count)
             }
             "add" => Reply::json(&(call.arg::<i64>(0)? + call.arg::<i64>(1)?)),
@@ -366,6 +378,17 @@ impl Client {
     }
 
     pub async fn close(&mut self, code: u16) {
+        self.close_with(code, "").await;
+    }
+
+    pub async fn close_with(&mut self, code: u16, reason: &str) {
+        let _ = self.ws.close(Instant::now(), CloseCode(code), reason);
+        self.flush().await;
+    }
+
+    /// Queues `text` and a Close, then writes both with one write.
+    pub async fn send_text_then_close(&mut self, text: &str, code: u16) {
+        self.ws.send_text(text.to_owned()).unwrap();
         let _ = self.ws.close(Instant::now(), CloseCode(code), "");
         self.flush().await;
     }

@@ -178,7 +178,8 @@ pub struct Stats {
 enum Pending {
     Event(Event),
     Fail(crate::error::ProtocolError),
-    PeerClose(Option<CloseCode>),
+    /// The peer's code and reason (the reason is echoed with the code).
+    PeerClose(Option<CloseCode>, Bytes),
 }
 
 /// The internal state (RFC 6455 §7):
@@ -383,7 +384,7 @@ impl Connection {
             match self.events.pop_front()? {
                 Pending::Event(e) => return Some(e),
                 Pending::Fail(e) => self.fail_now(e),
-                Pending::PeerClose(code) => self.peer_close_now(code),
+                Pending::PeerClose(code, reason) => self.peer_close_now(code, &reason),
             }
         }
     }

@@ -422,19 +422,22 @@ impl Connection {
                 (Some(code), reason)
             }
         };
+        let echo = reason.as_bytes().clone();
         self.events
             .push_back(Pending::Event(Event::CloseReceived { code, reason }));
-        self.events.push_back(Pending::PeerClose(code));
+        self.events.push_back(Pending::PeerClose(code, echo));
         self.recv.stopped = true;
         Ok(())
     }
 
     /// Completes the closing handshake after the peer's Close (RFC 6455 §7): runs when the
     /// events before it have been polled, so replies to them still go out before our Close.
-    pub(super) fn peer_close_now(&mut self, code: Option<CloseCode>) {
+    /// The answering Close carries the peer's code and reason (as browsers and the Workers
+    /// runtime answer), or nothing when the peer sent no code.
+    pub(super) fn peer_close_now(&mut self, code: Option<CloseCode>, reason: &[u8]) {
         match self.state {
             State::Open => {
-                self.send.close(code, b"");
+                self.send.close(code, reason);
                 self.finish(Initiator::Remote, true, None);
             }
             State::CloseSent { .. } => self.finish(Initiator::Local, true, None),
