@@ -277,12 +277,22 @@ pub struct RpcStream {
 }
 
 impl RpcStream {
-    /// Sends one chunk. A closed connection is not an error (the reply is dropped, as
-    /// upstream does).
+    /// Sends one chunk. Fails with `Connection closed` once the calling connection is gone
+    /// (closed, or closed for overflowing its queue), so that a loop producing chunks with
+    /// `stream.send(&chunk)?` ends when nobody is listening any more.
     pub fn send<T: Serialize + ?Sized>(&self, chunk: &T) -> Result<(), RpcError> {
+        if self.conn.is_closed() {
+            return Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED));
+        }
         let frame = RpcResponse::chunk(self.id.clone(), chunk)?;
-        let _ = self.conn.send_text(frame.encode());
-        Ok(())
+        self.conn
+            .send_text(frame.encode())
+            .map_err(|_| RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED))
+    }
+
+    /// Whether the calling connection is gone (chunks and the reply would be dropped).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
     }
 }
 
@@ -484,7 +494,9 @@ impl<A: Agent> Context<A> {
         }
         let frame = StateFrame::from_raw_json(&raw).into_utf8_bytes();
         for c in self.conns.values() {
-            if c.protocol_messages() && source.is_none_or(|s| s.id() != c.id()) {
+            // Every protocol connection but the source socket itself (not every socket that
+            // shares its id: a client reusing another's `_pk` must not mute its updates).
+            if c.protocol_messages() && source.is_none_or(|s| s.key() != c.key()) {
                 let _ = c.send_text(frame.clone());
             }
         }

@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     pub(crate) queued: AtomicUsize,
     pub(crate) max_queued: usize,
     pub(crate) overflowed: AtomicBool,
+    /// Woken when the queue overflowed: the socket task stops writing and drops the socket.
+    pub(crate) abort: tokio::sync::Notify,
     pub(crate) closed: AtomicBool,
     pub(crate) readonly: AtomicBool,
     pub(crate) protocol: AtomicBool,
@@ -126,6 +128,7 @@ impl Connection {
             queued: AtomicUsize::new(0),
             max_queued,
             overflowed: AtomicBool::new(false),
+            abort: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
             readonly: AtomicBool::new(false),
             protocol: AtomicBool::new(true),
@@ -225,6 +228,9 @@ impl Connection {
                     .tx
                     .send(Out::Close(1008, "send queue full".into()));
                 self.inner.closed.store(true, Ordering::Relaxed);
+                // The Close would wait behind the queued messages and a client that does not
+                // read never takes them: the socket task gives up on it at once.
+                self.inner.abort.notify_one();
             }
             return Err(Closed);
         }

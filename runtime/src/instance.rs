@@ -47,6 +47,12 @@ pub(crate) enum Cmd {
     },
     /// The server is shutting down: end the live SSE responses.
     Shutdown,
+    /// Too many instances are awake: hibernate now if possible (see `Limits::max_open_instances`).
+    Hibernate,
+    /// Delete the instance: close its sockets and SSE responses, remove its data, end.
+    Delete {
+        reply: oneshot::Sender<Result<(), crate::StoreError>>,
+    },
 }
 
 /// What an instance holds (diagnostics; see [`Server::instance_info`](crate::Server::instance_info)).
@@ -72,6 +78,100 @@ pub(crate) struct Env {
     pub(crate) storage: Storage,
     pub(crate) limits: Limits,
     pub(crate) registry: Registry,
+    pub(crate) awake: Awake,
+}
+
+/// The awake instances (those holding their database) and when each last handled an event;
+/// bounded by `Limits::max_open_instances`: waking one more asks the least recently active
+/// one to hibernate.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Awake(Arc<AwakeInner>);
+
+#[derive(Debug, Default)]
+struct AwakeInner {
+    clock: std::sync::atomic::AtomicU64,
+    set: Mutex<HashMap<u64, AwakeEntry>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct AwakeEntry {
+    last: Arc<std::sync::atomic::AtomicU64>,
+    tx: mpsc::WeakSender<Cmd>,
+}
+
+/// An instance's place in [`Awake`]: its id and activity clock.
+#[derive(Debug)]
+pub(crate) struct AwakeTicket {
+    id: u64,
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Awake {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, AwakeEntry>> {
+        self.0.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a waking instance; when `max` are awake already, the least recently active
+    /// one is asked to hibernate first.
+    fn wake(&self, tx: mpsc::WeakSender<Cmd>, max: usize) -> AwakeTicket {
+        use std::sync::atomic::Ordering::Relaxed;
+        let id = self.0.next_id.fetch_add(1, Relaxed);
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(
+            self.0.clock.fetch_add(1, Relaxed),
+        ));
+        let mut set = self.lock();
+        if set.len() >= max.max(1) {
+            let victim = set
+                .iter()
+                .min_by_key(|(_, e)| e.last.load(Relaxed))
+                .map(|(id, e)| (*id, e.tx.clone()));
+            if let Some((vid, vtx)) = victim {
+                // it leaves the set when it hibernates (or now, if it is gone)
+                match vtx.upgrade() {
+                    Some(tx) => {
+                        let _ = tx.try_send(Cmd::Hibernate);
+                        // not asked again while it gets to it
+                        if let Some(e) = set.get(&vid) {
+                            e.last.store(u64::MAX, Relaxed);
+                        }
+                    }
+                    None => {
+                        set.remove(&vid);
+                    }
+                }
+                tracing::debug!(
+                    awake = set.len(),
+                    max,
+                    "too many instances awake; hibernating the least recently active"
+                );
+            }
+        }
+        set.insert(
+            id,
+            AwakeEntry {
+                last: last.clone(),
+                tx,
+            },
+        );
+        AwakeTicket { id, last }
+    }
+
+    fn touch(&self, t: &AwakeTicket) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if t.last.load(Relaxed) != u64::MAX {
+            t.last.store(self.0.clock.fetch_add(1, Relaxed), Relaxed);
+        }
+    }
+
+    fn sleep(&self, t: AwakeTicket) {
+        self.lock().remove(&t.id);
+    }
+
+    /// How many instances are awake.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 /// The running instances by (namespace, name).
@@ -119,6 +219,8 @@ where
         };
         let actor = Actor {
             me: tx.downgrade(),
+            awake: None,
+            deleted: false,
             starts: 0,
             agent: None,
             cx,
@@ -132,6 +234,8 @@ where
 
 struct Actor<A: Agent> {
     me: mpsc::WeakSender<Cmd>,
+    awake: Option<AwakeTicket>,
+    deleted: bool,
     starts: u64,
     agent: Option<A>,
     cx: Context<A>,
@@ -161,7 +265,14 @@ impl<A: Agent> Actor<A> {
             };
             let Some(cmd) = cmd else { break };
             self.handle(cmd).await;
+            if self.deleted {
+                rx.close();
+                break;
+            }
             self.notify_state_changes().await;
+        }
+        if let Some(t) = self.awake.take() {
+            self.env.awake.sleep(t);
         }
     }
 
@@ -202,6 +313,35 @@ impl<A: Agent> Actor<A> {
         self.agent = None;
         self.cx.state = None;
         self.cx.store = None;
+        if let Some(t) = self.awake.take() {
+            self.env.awake.sleep(t);
+        }
+    }
+
+    /// Closes every socket (`4004`, so that reference clients stop reconnecting) and SSE
+    /// response, drops the agent and its database, removes the stored data and leaves the
+    /// registry; the next event for the name starts a fresh instance.
+    fn delete(&mut self) -> Result<(), crate::StoreError> {
+        for c in self.cx.conns.values() {
+            c.close(4004, "agent instance deleted");
+        }
+        self.cx.conns.clear();
+        self.cx.sse.clear();
+        self.agent = None;
+        self.cx.state = None;
+        self.cx.store = None;
+        if let Some(t) = self.awake.take() {
+            self.env.awake.sleep(t);
+        }
+        let key = (self.cx.namespace.to_string(), self.cx.name.to_string());
+        let mut map = self.env.registry.lock();
+        if let (Some(tx), Some(me)) = (map.get(&key), self.me.upgrade()) {
+            if tx.same_channel(&me) {
+                map.remove(&key);
+            }
+        }
+        self.deleted = true;
+        self.env.storage.delete(&self.cx.namespace, &self.cx.name)
     }
 
     /// Starts (or wakes) the instance: open storage, load state, announce MCP servers to the
@@ -209,6 +349,13 @@ impl<A: Agent> Actor<A> {
     async fn wake(&mut self) -> Result<(), BoxError> {
         if self.agent.is_some() {
             return Ok(());
+        }
+        if self.awake.is_none() {
+            let ticket = self
+                .env
+                .awake
+                .wake(self.me.clone(), self.env.limits.max_open_instances);
+            self.awake = Some(ticket);
         }
         let store = self.env.storage.open(&self.cx.namespace, &self.cx.name)?;
         let mut agent = (self.factory)(&self.cx.name);
@@ -259,7 +406,20 @@ impl<A: Agent> Actor<A> {
                 });
             }
             Cmd::Shutdown => self.cx.sse.clear(),
-            cmd => self.handle_event(cmd).await,
+            Cmd::Hibernate => {
+                if self.agent.is_some() {
+                    self.maybe_hibernate();
+                }
+            }
+            Cmd::Delete { reply } => {
+                let _ = reply.send(self.delete());
+            }
+            cmd => {
+                if let Some(t) = &self.awake {
+                    self.env.awake.touch(t);
+                }
+                self.handle_event(cmd).await
+            }
         }
     }
 
@@ -285,7 +445,7 @@ impl<A: Agent> Actor<A> {
                 Cmd::Close { conn, .. } => {
                     self.cx.conns.remove(&conn.key());
                 }
-                Cmd::Stats { .. } | Cmd::Shutdown => {}
+                Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
             }
             return;
         }
@@ -402,7 +562,7 @@ impl<A: Agent> Actor<A> {
                 };
                 let _ = reply.send(resp);
             }
-            Cmd::Stats { .. } | Cmd::Shutdown => {}
+            Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
         }
         if panicked {
             tracing::error!("an agent hook panicked; the agent will start again on the next event");

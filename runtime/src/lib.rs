@@ -134,6 +134,7 @@
 //! [`Storage::sqlite`] keeps one database per instance under a data directory; a state update
 //! is committed before it is broadcast or acknowledged. [`Storage::memory`] is for tests.
 
+mod accept;
 mod agent;
 pub mod body;
 // The Rust `AgentClient`, only with the `client` feature (documented in the module).
@@ -148,13 +149,14 @@ mod store;
 pub mod tail;
 mod ws;
 
+pub use accept::BodyTimeout;
 pub use agent::{
     Agent, BoxError, Call, Context, Reject, Reply, RpcError, RpcStream, StateError, StateSource,
 };
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};
 pub use instance::InstanceInfo;
-pub use server::{Server, ServerBuilder};
+pub use server::{AgentRequest, Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 
 pub use agentwire_protocol as protocol;
@@ -186,6 +188,28 @@ pub struct Limits {
     pub sse_log_len: usize,
     /// How long a graceful shutdown waits for sockets and requests. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Longest time to receive a request head, from the moment the connection waits for one
+    /// (hyper's header read timeout: slow or stalled heads are cut). Default 20 s.
+    pub request_head_timeout: Duration,
+    /// Largest request head (request line and headers, so also the URI a WebSocket keeps for
+    /// its lifetime); more is answered `431`. At least 8 KiB. Default 16 KiB.
+    pub max_request_head: usize,
+    /// Longest wait for the next piece of a request body that is being read; then the request
+    /// fails (`408`). Default 20 s.
+    pub request_body_timeout: Duration,
+    /// An HTTP connection with no request in flight is closed after this long. Default 20 s.
+    pub keep_alive_timeout: Duration,
+    /// A WebSocket write that makes no progress for this long (a client that stopped reading
+    /// with full socket buffers) aborts the connection and frees its queue. Default 20 s.
+    pub ws_write_timeout: Duration,
+    /// Most open sockets (HTTP connections and WebSockets) of [`Server::serve`]. At the cap the
+    /// oldest idle HTTP connection is closed to make room; with none idle, new clients get
+    /// `503`. `None`: the process's open-files limit less 3 files per
+    /// [`max_open_instances`](Self::max_open_instances) and 64 spare (at least 64).
+    pub max_connections: Option<usize>,
+    /// Most instances awake at once (each holds its SQLite database: 3 open files). Waking
+    /// one more hibernates the least recently active instance first. Default 256.
+    pub max_open_instances: usize,
     /// permessage-deflate policy (feature `deflate`): when set, WebSocket clients that offer
     /// the extension (every browser does) get compressed messages, and the inflated size of
     /// what they send is bounded by `ws.max_message`. Default `None` (off): compression costs
@@ -208,6 +232,13 @@ impl Default for Limits {
             max_tags: 10,
             sse_log_len: sse::DEFAULT_LOG_LEN,
             shutdown_grace: Duration::from_secs(5),
+            request_head_timeout: Duration::from_secs(20),
+            max_request_head: 16 << 10,
+            request_body_timeout: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(20),
+            ws_write_timeout: Duration::from_secs(20),
+            max_connections: None,
+            max_open_instances: 256,
             #[cfg(feature = "deflate")]
             deflate: None,
         }

@@ -1,5 +1,6 @@
 //! The server: routing, WebSocket upgrades, HTTP, `serve`, graceful shutdown.
 
+use crate::accept::{self, Admit, Slot};
 use crate::agent::{Agent, BoxError};
 use crate::body::{response, Body};
 use crate::connection::Connection;
@@ -27,12 +28,52 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+type Authorize = Arc<
+    dyn Fn(AgentRequest) -> Pin<Box<dyn Future<Output = Result<(), Response<Body>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What [`ServerBuilder::authorize`] decides on: an agent request (HTTP or WebSocket upgrade)
+/// before anything of its instance is started or created.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentRequest {
+    /// The agent class's URL namespace (`counter-agent`).
+    pub namespace: String,
+    /// The instance name, as routed.
+    pub name: String,
+    /// Whether this is a WebSocket upgrade.
+    pub upgrade: bool,
+    /// The request method.
+    pub method: http::Method,
+    /// The request URI (with its query, e.g. a `?token=`).
+    pub uri: http::Uri,
+    /// The request headers (e.g. `Authorization`, `Cookie`).
+    pub headers: http::HeaderMap,
+}
+
+impl AgentRequest {
+    /// The value of query parameter `key`, percent-decoded.
+    pub fn query(&self, key: &str) -> Option<String> {
+        query_param(self.uri.query().unwrap_or(""), key).map(|v| v.into_owned())
+    }
+
+    /// The token of an `Authorization: Bearer …` header.
+    pub fn bearer_token(&self) -> Option<&str> {
+        let v = self.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+}
+
 type Fallback = Arc<
     dyn Fn(Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
 >;
 
 /// Builds a [`Server`].
 pub struct ServerBuilder {
+    authorize: Option<Authorize>,
     prefix: String,
     classes: HashMap<String, Arc<dyn Class>>,
     storage: Storage,
@@ -59,6 +100,7 @@ pub struct Server {
 }
 
 struct Inner {
+    authorize: Option<Authorize>,
     prefix: String,
     classes: HashMap<String, Arc<dyn Class>>,
     env: Env,
@@ -66,6 +108,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     next_key: AtomicU64,
     tasks: Arc<TaskCount>,
+    conns: Arc<accept::Conns>,
 }
 
 impl fmt::Debug for Server {
@@ -103,6 +146,7 @@ impl Drop for TaskGuard {
 impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
+            authorize: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             classes: HashMap::new(),
             storage: Storage::memory(),
@@ -153,6 +197,36 @@ impl ServerBuilder {
         self
     }
 
+    /// Decides whether an agent request (HTTP or WebSocket upgrade) may proceed, before its
+    /// instance is started and before anything is created on disk: `Err(response)` answers
+    /// the request with that response instead (e.g. `401`, `403`, or `404` for names that may
+    /// not exist). Use it for authentication (a token in a header or the query) and to
+    /// limit which instance names exist. Runs for every agent request; unknown namespaces
+    /// are answered `400` before it.
+    ///
+    /// ```
+    /// # use agentwire::{Server, body::response};
+    /// # use http::StatusCode;
+    /// let server = Server::builder()
+    ///     .authorize(|req| async move {
+    ///         let token = req.bearer_token().map(str::to_owned).or_else(|| req.query("token"));
+    ///         if token.as_deref() == Some("let-me-in") && req.name.len() <= 64 {
+    ///             Ok(())
+    ///         } else {
+    ///             Err(response::text(StatusCode::UNAUTHORIZED, "Unauthorized"))
+    ///         }
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn authorize<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(AgentRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Response<Body>>> + Send + 'static,
+    {
+        self.authorize = Some(Arc::new(move |req| Box::pin(f(req))));
+        self
+    }
+
     /// The handler for requests that are not agent requests (default: `404 Not found`).
     pub fn fallback<F, Fut>(mut self, f: F) -> Self
     where
@@ -168,17 +242,20 @@ impl ServerBuilder {
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(Inner {
+                authorize: self.authorize,
                 prefix: self.prefix,
                 classes: self.classes,
                 env: Env {
                     storage: self.storage,
                     limits: self.limits,
                     registry: Registry::default(),
+                    awake: Default::default(),
                 },
                 fallback: self.fallback,
                 shutdown,
                 next_key: AtomicU64::new(1),
                 tasks: Arc::new(TaskCount::default()),
+                conns: Arc::new(accept::Conns::default()),
             }),
         }
     }
@@ -266,6 +343,19 @@ impl Server {
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+        if let Some(authorize) = &self.inner.authorize {
+            let ar = AgentRequest {
+                namespace: class.namespace().to_owned(),
+                name: name.clone(),
+                upgrade: is_upgrade,
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            };
+            if let Err(resp) = authorize(ar).await {
+                return resp;
+            }
+        }
         if is_upgrade {
             let on_upgrade = hyper::upgrade::on(&mut req);
             let (parts, _body) = req.into_parts();
@@ -314,6 +404,8 @@ impl Server {
             parts.uri.clone(),
             self.inner.env.limits.max_queued_bytes,
         );
+        // The socket's place under the connection cap goes with the WebSocket.
+        let slot = parts.extensions.get::<Slot>().cloned();
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Connect {
             conn: conn.clone(),
@@ -347,6 +439,10 @@ impl Server {
         let fut = tracing::Instrument::instrument(
             async move {
                 let _guard = guard;
+                if let Some(slot) = &slot {
+                    slot.upgraded();
+                }
+                let _slot = slot;
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         // Own the TCP stream when hyper hands it over (no extra layer, and an
@@ -394,22 +490,40 @@ impl Server {
     /// every WebSocket with `1001`, ends live SSE responses, lets HTTP connections finish their
     /// current request, and waits for all of it up to [`Limits::shutdown_grace`]. (State is
     /// committed before it is broadcast, so there is nothing left to flush.)
+    ///
+    /// Admission: at most [`Limits::max_connections`] sockets are open; at the cap the oldest
+    /// idle HTTP connection is closed to make room, and with none idle a new client gets `503`
+    /// at once (never a hang). Failing accepts (such as `EMFILE`) are logged, shed an idle
+    /// connection and are retried.
     pub async fn serve_with_shutdown(
         self,
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
+        let limits = &self.inner.env.limits;
+        let cap = limits
+            .max_connections
+            .unwrap_or_else(|| accept::default_max_connections(limits.max_open_instances));
+        tracing::debug!(max_connections = cap, "serving");
         tokio::pin!(signal);
         loop {
             tokio::select! {
                 _ = &mut signal => break,
                 r = listener.accept() => match r {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        self.spawn_http(stream);
-                    }
+                    Ok((stream, peer)) => match self.inner.conns.admit(cap) {
+                        Admit::Serve(slot) => {
+                            let _ = stream.set_nodelay(true);
+                            self.spawn_http(stream, peer, slot);
+                        }
+                        Admit::Refuse(slot) => {
+                            tracing::warn!(%peer, open = self.inner.conns.open(), cap, "connection cap reached; answering 503");
+                            tokio::spawn(accept::refuse(stream, slot));
+                        }
+                        Admit::Drop => drop(stream),
+                    },
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(error = %e, open = self.inner.conns.open(), "accept failed");
+                        self.inner.conns.shed_oldest_idle();
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -418,6 +532,11 @@ impl Server {
         drop(listener);
         self.shutdown().await;
         Ok(())
+    }
+
+    /// Open sockets of [`serve`](Self::serve) (HTTP connections and WebSockets).
+    pub fn open_connections(&self) -> usize {
+        self.inner.conns.open()
     }
 
     /// Starts the graceful shutdown (see [`serve_with_shutdown`](Self::serve_with_shutdown))
@@ -442,32 +561,117 @@ impl Server {
         let _ = tokio::time::timeout(self.inner.env.limits.shutdown_grace, wait).await;
     }
 
-    fn spawn_http(&self, stream: tokio::net::TcpStream) {
+    fn spawn_http(&self, stream: TcpStream, peer: std::net::SocketAddr, slot: Slot) {
         let server = self.clone();
         let guard = self.inner.tasks.enter();
         let mut shutdown = self.inner.shutdown.subscribe();
+        let limits = &self.inner.env.limits;
+        let (keep_alive, body_timeout) = (limits.keep_alive_timeout, limits.request_body_timeout);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.request_head_timeout)
+            .max_buf_size(limits.max_request_head.max(8192));
         tokio::spawn(async move {
             let _guard = guard;
-            let svc = hyper::service::service_fn(move |req| {
+            let ctl = slot.ctl().clone();
+            let svc_slot = slot.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(req).await) }
+                let busy = svc_slot.request();
+                let slot = svc_slot.clone();
+                async move {
+                    let mut req = req.map(|b| accept::Progress::new(b, body_timeout));
+                    // an upgraded socket keeps its place under the cap
+                    req.extensions_mut().insert(slot);
+                    let resp = server.handle(req).await;
+                    Ok::<_, Infallible>(resp.map(|inner| accept::Tracked {
+                        inner,
+                        _busy: Some(busy),
+                    }))
+                }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let conn = builder
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "http connection error");
+            slot.mark_idle();
+            let mut closing = false;
+            loop {
+                let idle = !closing && slot.is_idle();
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "http connection error");
+                        }
+                        return;
                     }
-                    return;
+                    _ = shutdown.wait_for(|s| *s), if !closing => closing = true,
+                    _ = ctl.shed.notified(), if !closing => closing = true,
+                    _ = tokio::time::sleep(keep_alive), if idle => {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        closing = true;
+                    }
+                    _ = ctl.changed.notified() => {}
                 }
-                _ = shutdown.wait_for(|s| *s) => {}
+                if closing {
+                    break;
+                }
             }
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            // an idle or half-sent connection closes at once; a request in progress finishes
+            let grace = if slot.is_idle() {
+                Duration::from_secs(1)
+            } else {
+                Duration::MAX
+            };
+            let _ = tokio::time::timeout(grace, conn).await;
         });
+    }
+
+    /// Deletes an instance's data: a running instance closes its sockets (code `4004`, so
+    /// that reference clients stop reconnecting) and SSE responses and ends; then its
+    /// database files (or memory database) are removed. The next request for the name starts
+    /// a fresh instance. Returns `false` for an unknown class.
+    pub async fn delete_instance(
+        &self,
+        class_name: &str,
+        name: &str,
+    ) -> Result<bool, crate::StoreError> {
+        let namespace = camel_case_to_kebab_case(class_name);
+        if !self.inner.classes.contains_key(&namespace) {
+            return Ok(false);
+        }
+        let key = (namespace.clone(), name.to_owned());
+        for _ in 0..8 {
+            let tx = {
+                let map = self.inner.env.registry.lock();
+                match map.get(&key) {
+                    Some(tx) if !tx.is_closed() => tx.clone(),
+                    // Not running: nothing can start it while the registry is locked.
+                    _ => {
+                        self.inner.env.storage.delete(&namespace, name)?;
+                        return Ok(true);
+                    }
+                }
+            };
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Cmd::Delete { reply }).await.is_ok() {
+                if let Ok(r) = rx.await {
+                    r?;
+                    return Ok(true);
+                }
+            }
+            // it ended meanwhile: look again
+        }
+        Err(crate::StoreError::Io(std::io::Error::other(
+            "the instance kept restarting while being deleted",
+        )))
+    }
+
+    /// Instances awake (holding their database), at most [`Limits::max_open_instances`].
+    pub fn awake_instances(&self) -> usize {
+        self.inner.env.awake.len()
     }
 
     /// Diagnostics of a running instance (`None` if it was never used).
@@ -502,6 +706,11 @@ where
                 Err(response::text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Payload Too Large",
+                ))
+            } else if e.is::<crate::BodyTimeout>() {
+                Err(response::text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Request Timeout",
                 ))
             } else {
                 Err(response::text(StatusCode::BAD_REQUEST, "Bad Request"))

@@ -90,6 +90,31 @@ impl Storage {
         }
     }
 
+    /// Removes an instance's stored data (its database and WAL files, or its memory
+    /// database). Nothing stored is not an error.
+    pub(crate) fn delete(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        match &*self.kind {
+            Kind::Memory(mem) => {
+                let mut dbs = mem.dbs.lock().unwrap_or_else(|e| e.into_inner());
+                dbs.remove(&(namespace.to_owned(), name.to_owned()));
+            }
+            Kind::Sqlite { dir, .. } => {
+                let base = dir
+                    .join(file_name(namespace))
+                    .join(format!("{}.sqlite", file_name(name)));
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut p = base.clone().into_os_string();
+                    p.push(suffix);
+                    match std::fs::remove_file(&p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn open(&self, namespace: &str, name: &str) -> Result<InstanceStore, StoreError> {
         let db = match &*self.kind {
             Kind::Memory(mem) => {

@@ -115,6 +115,8 @@ pub(crate) async fn drive(
     let mut received_close: Option<(u16, String)> = None;
     let mut sent_close: Option<(u16, String)> = None;
     let mut out_open = true;
+    // Set when a write failed, timed out or was abandoned: nothing more is written.
+    let mut io_dead = false;
     // The connect frames (identity, [state], MCP servers) were queued by the instance before
     // the upgrade was answered; they are written with everything else, as fast as the socket
     // takes them. Input that came with the upgrade request is handled like any later read.
@@ -173,7 +175,27 @@ pub(crate) async fn drive(
         if out_open && finished.is_none() {
             drain_out(&mut ws, &conn, &mut out_rx, None, &mut sent_close);
         }
-        if write_pending(&mut ws, &mut io).await.is_err() {
+        let written = if io_dead {
+            Ok(())
+        } else {
+            tokio::select! {
+            r = write_pending(&mut ws, &mut io, limits.ws_write_timeout) => r,
+            // a connection whose queue overflowed: stop writing, free everything
+            _ = conn.inner.abort.notified() => {
+                tracing::info!(id = conn.id(), "closing a connection that stopped reading (1008)");
+                sent_close.get_or_insert((CloseCode::POLICY.0, "send queue full".into()));
+                Err(std::io::Error::other("send queue overflowed"))
+            }
+            }
+        };
+        if let Err(e) = written {
+            io_dead = true;
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                tracing::info!(
+                    id = conn.id(),
+                    "aborting a connection whose writes made no progress"
+                );
+            }
             ws.handle_eof(Instant::now());
             if finished.is_none() {
                 continue; // collect the Closed event
@@ -192,7 +214,9 @@ pub(crate) async fn drive(
                     clean,
                 })
                 .await;
-            let _ = io.shutdown().await;
+            if !io_dead {
+                let _ = tokio::time::timeout(limits.ws_write_timeout, io.shutdown()).await;
+            }
             return;
         }
         // 3. wait for input, output, a deadline or shutdown
@@ -292,7 +316,14 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Writes every pending frame, header and payload as separate slices of one vectored write.
-async fn write_pending(ws: &mut Ws, io: &mut Transport) -> std::io::Result<()> {
+///
+/// Each write must make progress within `timeout` (a peer that stopped reading fills the
+/// socket buffers and then never takes more): otherwise `TimedOut`, and the socket is dropped.
+async fn write_pending(
+    ws: &mut Ws,
+    io: &mut Transport,
+    timeout: std::time::Duration,
+) -> std::io::Result<()> {
     let mut frames = Vec::new();
     loop {
         frames.clear();
@@ -313,12 +344,16 @@ async fn write_pending(ws: &mut Ws, io: &mut Transport) -> std::io::Result<()> {
             .collect();
         let mut bufs = &mut slices[..];
         while !bufs.is_empty() {
-            let n = io.write_vectored(bufs).await?;
+            let n = tokio::time::timeout(timeout, io.write_vectored(bufs))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             IoSlice::advance_slices(&mut bufs, n);
         }
-        io.flush().await?;
+        tokio::time::timeout(timeout, io.flush())
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     }
 }

@@ -543,12 +543,16 @@ async fn a_client_that_stops_reading_is_cut_off_at_its_queue_limit() {
     // the last broadcasts no longer reach the stalled socket; the reader got everything
     assert_eq!(reached, json!(1));
     assert_eq!(reader_task.await.unwrap(), 32 << 20);
-    // when the stalled client reads again it finds what was queued, then a 1008 close
-    let mut last = None;
+    // the server gave up on the stalled socket at once (its writes were blocked, so no
+    // Close could be written) and dropped what was queued: when the client reads again it
+    // finds what the socket buffers held, then the end of the connection
+    let mut got = 0usize;
     while let Some(f) = stalled.recv_within(WAIT).await {
-        last = Some(f);
+        if let Frame::Binary(b) = f {
+            got += b.len();
+        }
     }
-    assert_eq!(last, Some(Frame::Close(1008, "send queue full".into())));
+    assert!(got < 32 << 20, "{got} bytes reached the stalled client");
 }
 
 #[tokio::test]

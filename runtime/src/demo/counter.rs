@@ -76,6 +76,9 @@ impl<'de> Deserialize<'de> for CounterState {
     }
 }
 
+/// Most steps of `countdown(n)` (inputs are bounded: a hook's loop runs on the instance).
+pub const MAX_COUNTDOWN: i64 = 10_000;
+
 /// The test contract agent. Its fields are in memory only: they are fresh after every
 /// (re)start.
 #[derive(Debug, Default)]
@@ -239,8 +242,15 @@ impl Agent for CounterAgent {
             "nothing" => Ok(Reply::void()),
             "fail" => Err(RpcError::new(call.arg_or(0, "boom".to_owned())?)),
             "countdown" => {
+                let n: i64 = call.arg_or(0, 3)?;
+                if !(0..=MAX_COUNTDOWN).contains(&n) {
+                    return Err(RpcError::new(format!(
+                        "countdown takes 0 to {MAX_COUNTDOWN} steps"
+                    )));
+                }
                 let stream = call.stream();
-                for i in (1..=call.arg_or(0, 3i64)?).rev() {
+                for i in (1..=n).rev() {
+                    // fails once the caller is gone, which ends the loop
                     stream.send(&i)?;
                 }
                 Reply::json("liftoff")

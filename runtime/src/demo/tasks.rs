@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest prompt kept, in characters (longer prompts are cut).
 pub const MAX_PROMPT: usize = 300;
+/// Tasks kept per instance (older ones are deleted when a new one is created).
+pub const MAX_TASKS: usize = 1000;
 /// The default time between two tokens.
 pub const DEFAULT_TOKEN_DELAY: Duration = Duration::from_millis(60);
 
@@ -247,6 +249,11 @@ impl Agent for TaskRunner {
                     rusqlite::params![prompt, now_ms() as i64],
                 )?;
                 let id = cx.sql().last_insert_rowid() as u64;
+                // bounded storage: the oldest tasks beyond MAX_TASKS are forgotten
+                cx.sql().execute(
+                    "DELETE FROM demo_tasks WHERE id <= ?1",
+                    [id as i64 - MAX_TASKS as i64],
+                )?;
                 let tokens = task_tokens(id, &prompt).len();
                 let mut r = response::json(&json!({
                     "id": id,
