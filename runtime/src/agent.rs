@@ -5,6 +5,7 @@ use crate::connection::{Connection, Message};
 use crate::sse::{self, SseSender};
 use crate::store::{InstanceStore, StoreError};
 use agentwire_protocol::{RawJson, RpcId, RpcResponse, StateFrame, Utf8Bytes};
+use agentwire_ws::PreparedMessage;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -492,12 +493,12 @@ impl<A: Agent> Context<A> {
         if let Some(store) = &self.store {
             store.save_state(raw.get())?;
         }
-        let frame = StateFrame::from_raw_json(&raw).into_utf8_bytes();
+        let frame = PreparedMessage::text(StateFrame::from_raw_json(&raw).into_utf8_bytes());
         for c in self.conns.values() {
             // Every protocol connection but the source socket itself (not every socket that
             // shares its id: a client reusing another's `_pk` must not mute its updates).
             if c.protocol_messages() && source.is_none_or(|s| s.key() != c.key()) {
-                let _ = c.send_text(frame.clone());
+                let _ = c.send_shared(&frame);
             }
         }
         self.state = Some(Loaded { value, raw });
@@ -526,10 +527,13 @@ impl<A: Agent> Context<A> {
     /// Sends `msg` to every open connection whose id is not in `without` (no-protocol ones
     /// included); returns how many it was sent to. A text message is encoded once and shared.
     pub fn broadcast(&self, msg: impl Into<crate::Message>, without: &[&str]) -> usize {
-        let msg = msg.into();
+        let msg = match msg.into() {
+            Message::Text(t) => PreparedMessage::text(t),
+            Message::Binary(b) => PreparedMessage::binary(b),
+        };
         let mut n = 0;
         for c in self.conns.values() {
-            if !without.contains(&c.id()) && c.send(msg.clone()).is_ok() {
+            if !without.contains(&c.id()) && c.send_shared(&msg).is_ok() {
                 n += 1;
             }
         }
@@ -608,9 +612,10 @@ impl<A: Agent> Context<A> {
     }
 
     pub(crate) fn broadcast_protocol(&self, frame: &Utf8Bytes) {
+        let frame = PreparedMessage::text(frame.clone());
         for c in self.conns.values() {
             if c.protocol_messages() {
-                let _ = c.send_text(frame.clone());
+                let _ = c.send_shared(&frame);
             }
         }
     }

@@ -61,6 +61,8 @@ impl From<Vec<u8>> for Message {
 #[derive(Debug)]
 pub(crate) enum Out {
     Msg(Message),
+    /// One message sent to many connections: payload and compressed form shared.
+    Shared(agentwire_ws::PreparedMessage),
     Close(u16, String),
 }
 
@@ -211,13 +213,23 @@ impl Connection {
     /// Sends a text or binary message.
     pub fn send(&self, msg: impl Into<Message>) -> Result<(), Closed> {
         let msg = msg.into();
-        if self.is_closed() {
-            return Err(Closed);
-        }
         let len = match &msg {
             Message::Text(t) => t.len(),
             Message::Binary(b) => b.len(),
         };
+        self.enqueue(len, Out::Msg(msg))
+    }
+
+    /// Sends a message prepared for many connections (broadcasts): with permessage-deflate
+    /// and no server context takeover it is compressed once for all of them.
+    pub(crate) fn send_shared(&self, msg: &agentwire_ws::PreparedMessage) -> Result<(), Closed> {
+        self.enqueue(msg.payload().len(), Out::Shared(msg.clone()))
+    }
+
+    fn enqueue(&self, len: usize, out: Out) -> Result<(), Closed> {
+        if self.is_closed() {
+            return Err(Closed);
+        }
         let queued = self.inner.queued.fetch_add(len, Ordering::Relaxed) + len;
         if queued > self.inner.max_queued {
             self.inner.queued.fetch_sub(len, Ordering::Relaxed);
@@ -234,7 +246,7 @@ impl Connection {
             }
             return Err(Closed);
         }
-        self.inner.tx.send(Out::Msg(msg)).map_err(|_| Closed)
+        self.inner.tx.send(out).map_err(|_| Closed)
     }
 
     /// Sends a text message.
@@ -263,11 +275,7 @@ impl Connection {
         self.inner.key
     }
 
-    pub(crate) fn dequeued(&self, msg: &Message) {
-        let len = match msg {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        };
+    pub(crate) fn dequeued(&self, len: usize) {
         self.inner.queued.fetch_sub(len, Ordering::Relaxed);
     }
 

@@ -167,6 +167,28 @@ pub use agentwire_ws::Config as WsConfig;
 
 use std::time::Duration;
 
+/// The permessage-deflate policy for servers with many connections (what `agentwire serve`
+/// uses): compression that costs nothing until it pays.
+///
+/// * messages under 1 KiB go uncompressed (connect and protocol frames, small RPC replies):
+///   a connection that only sees those never allocates a compressor;
+/// * no context takeover in either direction: every message is compressed on its own, so a
+///   broadcast is compressed once for all connections with the same parameters (not once per
+///   connection), and compressor and decompressor are freed after 10 s without compressed
+///   traffic — an idle connection holds no compression memory.
+///
+/// The cost is ratio on streams of small, similar messages (each starts without the previous
+/// ones as dictionary); `DeflateConfig::default()` keeps context takeover (best ratio, about
+/// 300 KiB per busy connection, compressed per connection).
+#[cfg(feature = "deflate")]
+pub fn server_deflate() -> DeflateConfig {
+    DeflateConfig::default()
+        .with_threshold(1024)
+        .with_server_no_context_takeover(true)
+        .with_client_no_context_takeover(true)
+        .with_release_after(Some(Duration::from_secs(10)))
+}
+
 /// Limits and timeouts of a [`Server`]; see the table in the crate docs.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -281,12 +281,23 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn apply(ws: &mut Ws, conn: &Connection, out: Out, sent_close: &mut Option<(u16, String)>) {
     match out {
         Out::Msg(msg) => {
-            conn.dequeued(&msg);
             let r = match msg {
-                Message::Text(t) => ws.send_text(t),
-                Message::Binary(b) => ws.send_binary(b),
+                Message::Text(t) => {
+                    conn.dequeued(t.len());
+                    ws.send_text(t)
+                }
+                Message::Binary(b) => {
+                    conn.dequeued(b.len());
+                    ws.send_binary(b)
+                }
             };
             if let Err(agentwire_ws::SendError::BufferFull { .. }) = r {
+                let _ = ws.close(Instant::now(), CloseCode::POLICY, "send queue full");
+            }
+        }
+        Out::Shared(msg) => {
+            conn.dequeued(msg.payload().len());
+            if let Err(agentwire_ws::SendError::BufferFull { .. }) = ws.send_prepared(&msg) {
                 let _ = ws.close(Instant::now(), CloseCode::POLICY, "send queue full");
             }
         }

@@ -106,3 +106,38 @@ async fn agent_client_with_compression() {
     assert_eq!(client.call("add", [20, 22]).await.unwrap(), json!(42));
     client.close().await;
 }
+
+#[tokio::test]
+async fn server_deflate_negotiates_no_context_takeover_and_compresses_big_broadcasts() {
+    let limits = Limits {
+        deflate: Some(agentwire::server_deflate()),
+        ..Limits::default()
+    };
+    let addr = spawn(server_with(Storage::memory(), limits)).await;
+    let path = "/agents/test-agent/srv";
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (mut c, acc) = Client::connect_with(addr, path, offer()).await.unwrap();
+        assert_eq!(
+            acc.response.headers()["sec-websocket-extensions"],
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        c.connect_frames().await;
+        clients.push(c);
+    }
+    let items: Vec<_> = (0..400)
+        .map(|i| json!({"id": i, "text": "the same words again and again"}))
+        .collect();
+    let state = json!({"count": 1, "items": items});
+    let frame = json!({"type": "cf_agent_state", "state": state});
+    let raw = frame.to_string().len() as u64;
+    let (first, rest) = clients.split_first_mut().unwrap();
+    first.send_json(&frame).await;
+    for c in rest {
+        let before = c.wire_bytes_received();
+        let (got, _) = c.wait_for(|f| f["type"] == "cf_agent_state").await;
+        assert_eq!(got["state"], state);
+        let wire = c.wire_bytes_received() - before;
+        assert!(wire * 5 < raw, "{wire} bytes on the wire for {raw}");
+    }
+}

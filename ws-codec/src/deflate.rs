@@ -59,6 +59,7 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use http::HeaderValue;
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 /// The extension token.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
@@ -100,6 +101,14 @@ pub struct DeflateConfig {
     ///
     /// The default is 6, zlib's and the browsers' default.
     pub level: u32,
+    /// Frees the compressor after this long without a compressed message sent (always
+    /// possible: the peer's window is not affected by ours starting afresh), and the
+    /// decompressor after this long without one received when the peer resets its context
+    /// after every message (with the peer's context takeover the decompressor must keep its
+    /// window). `None` keeps them for the connection's life.
+    ///
+    /// The default is 10 s: an idle connection holds no compression memory.
+    pub release_after: Option<Duration>,
 }
 
 impl Default for DeflateConfig {
@@ -111,6 +120,7 @@ impl Default for DeflateConfig {
             client_max_window_bits: 15,
             threshold: 64,
             level: 6,
+            release_after: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -136,6 +146,12 @@ impl DeflateConfig {
         self.client_max_window_bits = v.clamp(9, 15);
         self
     }
+    /// Sets [`release_after`](Self::release_after).
+    pub fn with_release_after(mut self, v: Option<Duration>) -> Self {
+        self.release_after = v;
+        self
+    }
+
     /// Sets [`threshold`](Self::threshold).
     pub fn with_threshold(mut self, v: usize) -> Self {
         self.threshold = v;
@@ -199,6 +215,7 @@ impl DeflateConfig {
                 client_bits_in_response,
                 threshold: self.threshold,
                 level: self.level.min(9),
+                release_after: self.release_after,
             })
         })
     }
@@ -240,6 +257,7 @@ impl DeflateConfig {
             client_bits_in_response: p.client_bits.is_some(),
             threshold: self.threshold,
             level: self.level.min(9),
+            release_after: self.release_after,
         }))
     }
 }
@@ -263,6 +281,9 @@ pub struct Negotiated {
     pub threshold: usize,
     /// zlib level.
     pub level: u32,
+    /// Idle time after which compression state is freed (see
+    /// [`DeflateConfig::release_after`]).
+    pub release_after: Option<Duration>,
 }
 
 impl Negotiated {
@@ -399,6 +420,11 @@ pub(crate) struct Codec {
     recv_ended: bool,
     /// Compressed bytes of the current message so far.
     recv_len: usize,
+    release_after: Option<Duration>,
+    /// Compressed traffic since the last idle check.
+    used: bool,
+    /// The next idle check (set at the first check).
+    check_at: Option<Instant>,
 }
 
 impl Codec {
@@ -425,7 +451,53 @@ impl Codec {
             level: n.level,
             recv_ended: false,
             recv_len: 0,
+            release_after: n.release_after,
+            used: false,
+            check_at: None,
         }
+    }
+
+    /// When the idle check is due (`base`: a recent instant of the connection, used before
+    /// the first check), if anything could be freed.
+    pub(crate) fn release_deadline(&self, base: Instant) -> Option<Instant> {
+        let after = self.release_after?;
+        let holds = self.compress.is_some() || (self.reset_recv && self.decompress.is_some());
+        holds.then(|| self.check_at.unwrap_or(base + after))
+    }
+
+    /// The idle check: frees what an idle connection need not hold (see
+    /// [`DeflateConfig::release_after`]); with traffic since the last check, checks again later.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, base: Instant) {
+        let Some(after) = self.release_after else {
+            return;
+        };
+        match self.release_deadline(base) {
+            Some(due) if now >= due => {}
+            _ => return,
+        }
+        if std::mem::take(&mut self.used) {
+            self.check_at = Some(now + after);
+            return;
+        }
+        self.compress = None;
+        // between messages only, and only when the peer starts afresh with each message
+        if self.reset_recv && self.recv_len == 0 {
+            self.decompress = None;
+        }
+        self.check_at = None;
+    }
+
+    /// (compressor, decompressor) allocated.
+    pub(crate) fn holds(&self) -> (bool, bool) {
+        (self.compress.is_some(), self.decompress.is_some())
+    }
+
+    /// Whether our messages compress independently of the ones before (no context takeover
+    /// for our direction): then a message's compressed form depends only on its bytes and
+    /// these parameters (window bits, level), and can be shared between connections.
+    pub(crate) fn standalone(&self) -> Option<(u8, u32)> {
+        let bits = self.send_bits?;
+        self.reset_send.then_some((bits, self.level))
     }
 
     /// Whether a whole message of `len` bytes is to be compressed.
@@ -443,40 +515,15 @@ impl Codec {
     pub(crate) fn compress(&mut self, input: &[u8], fin: bool) -> Option<Bytes> {
         let bits = self.send_bits?;
         let level = Compression::new(self.level);
+        self.used = true;
         let c = self
             .compress
             .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(level, false, bits)));
-        let mut out: Vec<u8> = Vec::with_capacity(input.len() / 2 + 64);
-        let start = c.total_in();
-        loop {
-            if out.capacity() - out.len() < 16 {
-                out.reserve(out.capacity().max(256));
-            }
-            let done = (c.total_in() - start) as usize;
-            if c.compress_vec(&input[done..], &mut out, FlushCompress::Sync)
-                .is_err()
-            {
-                c.reset();
-                return None;
-            }
-            let consumed = (c.total_in() - start) as usize == input.len();
-            if consumed && out.len() < out.capacity() {
-                break;
-            }
+        let out = deflate_chunk(c, input, fin)?;
+        if fin && self.reset_send {
+            c.reset();
         }
-        if fin {
-            if out.ends_with(&TAIL) {
-                out.truncate(out.len() - 4);
-            } else if out.is_empty() {
-                // nothing new since the last flush (an empty message): the peer appends the
-                // tail, which needs the header bits of an empty stored block before it
-                out.push(0x00);
-            }
-            if self.reset_send {
-                c.reset();
-            }
-        }
-        Some(Bytes::from(out))
+        Some(out)
     }
 
     /// Inflates one frame of a compressed message, appending to `out`, which may not grow
@@ -488,6 +535,7 @@ impl Codec {
         limit: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
+        self.used = true;
         let d = self
             .decompress
             .get_or_insert_with(|| Box::new(Decompress::new(false)));
@@ -511,6 +559,46 @@ impl Codec {
         }
         r
     }
+}
+
+/// Compresses `input` with `c` and a sync flush; at the end of a message (`fin`) strips the
+/// 4-byte tail. `None` if the compressor failed (it is reset).
+fn deflate_chunk(c: &mut Compress, input: &[u8], fin: bool) -> Option<Bytes> {
+    let mut out: Vec<u8> = Vec::with_capacity(input.len() / 2 + 64);
+    let start = c.total_in();
+    loop {
+        if out.capacity() - out.len() < 16 {
+            out.reserve(out.capacity().max(256));
+        }
+        let done = (c.total_in() - start) as usize;
+        if c.compress_vec(&input[done..], &mut out, FlushCompress::Sync)
+            .is_err()
+        {
+            c.reset();
+            return None;
+        }
+        let consumed = (c.total_in() - start) as usize == input.len();
+        if consumed && out.len() < out.capacity() {
+            break;
+        }
+    }
+    if fin {
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - 4);
+        } else if out.is_empty() {
+            // nothing new since the last flush (an empty message): the peer appends the
+            // tail, which needs the header bits of an empty stored block before it
+            out.push(0x00);
+        }
+    }
+    Some(Bytes::from(out))
+}
+
+/// The compressed form of a whole message for a connection that resets its compressor after
+/// every message, with `bits` window bits at `level` (see [`PreparedMessage`](crate::PreparedMessage)).
+pub(crate) fn compress_standalone(input: &[u8], bits: u8, level: u32) -> Option<Bytes> {
+    let mut c = Compress::new_with_window_bits(Compression::new(level), false, bits);
+    deflate_chunk(&mut c, input, true)
 }
 
 fn feed(

@@ -104,7 +104,8 @@ pub use agentwire_sse::{NotUtf8, Utf8Bytes};
 pub use close::CloseCode;
 pub use config::{Config, FragmentMode};
 pub use connection::{
-    ConnState, Connection, DataKind, Event, EventRef, Initiator, Role, Stats, Transmit,
+    ConnState, Connection, DataKind, Event, EventRef, Initiator, PreparedMessage, Role, Stats,
+    Transmit,
 };
 pub use error::{ConnectionError, FrameError, HandshakeError, ProtocolError, SendError};
 pub use frame::{FrameHeader, HeaderBytes, OpCode, MAX_HEADER_LEN};

@@ -481,3 +481,124 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn idle_compression_state_is_freed() {
+    use std::time::Duration;
+    let t = Duration::from_secs(10);
+    // the server asks the client to reset its context: our decompressor may go too
+    let server_cfg = DeflateConfig::default()
+        .with_threshold(0)
+        .with_client_no_context_takeover(true)
+        .with_release_after(Some(t));
+    let mut p = Pair::new(DeflateConfig::default(), server_cfg, Config::default());
+    let t0 = p.now;
+    p.server.send_text(state_json(1)).unwrap();
+    p.client.send_text(state_json(2)).unwrap();
+    let mut w = p.server_wire();
+    p.client.handle_input(t0, &mut w);
+    assert!(matches!(p.client.poll_event(), Some(Event::Text(_))));
+    assert!(matches!(p.deliver_to_server()[0], Event::Text(_)));
+    assert!(p.server.holds_compressor() && p.server.holds_decompressor());
+
+    // the first check finds recent traffic and looks again later
+    let due = p.server.poll_timeout().expect("a release deadline");
+    assert!(due <= t0 + t);
+    p.server.handle_timeout(due);
+    assert!(p.server.holds_compressor());
+    // nothing since: freed at the next check
+    let due = p.server.poll_timeout().expect("another check");
+    p.server.handle_timeout(due);
+    assert!(!p.server.holds_compressor() && !p.server.holds_decompressor());
+    assert_eq!(p.server.poll_timeout(), None);
+
+    // and compression goes on afterwards, in both directions
+    p.server.send_text(state_json(3)).unwrap();
+    let mut w = p.server_wire();
+    p.client.handle_input(due, &mut w);
+    match p.client.poll_event() {
+        Some(Event::Text(t)) => assert_eq!(t.as_str(), state_json(3)),
+        other => panic!("{other:?}"),
+    }
+    p.client.send_text(state_json(4)).unwrap();
+    match &p.deliver_to_server()[0] {
+        Event::Text(t) => assert_eq!(t.as_str(), state_json(4)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn decompressor_is_kept_under_the_peers_context_takeover() {
+    let cfg = DeflateConfig::default()
+        .with_threshold(0)
+        .with_release_after(Some(std::time::Duration::from_secs(1)));
+    let mut p = Pair::new(DeflateConfig::default(), cfg, Config::default());
+    p.client.send_text(state_json(1)).unwrap();
+    p.deliver_to_server();
+    p.server.send_text(state_json(1)).unwrap();
+    let _ = p.server_wire();
+    for _ in 0..3 {
+        if let Some(due) = p.server.poll_timeout() {
+            p.server.handle_timeout(due);
+        }
+    }
+    assert!(!p.server.holds_compressor());
+    assert!(
+        p.server.holds_decompressor(),
+        "the client's window refers to it"
+    );
+    // the next message may refer to the previous one: still understood
+    p.client.send_text(state_json(1)).unwrap();
+    match &p.deliver_to_server()[0] {
+        Event::Text(t) => assert_eq!(t.as_str(), state_json(1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_prepared_message_is_compressed_once_for_all_connections() {
+    use agentwire_ws::PreparedMessage;
+    let no_takeover = DeflateConfig::default()
+        .with_threshold(0)
+        .with_server_no_context_takeover(true);
+    let mut pairs: Vec<Pair> = (0..5)
+        .map(|_| {
+            Pair::new(
+                DeflateConfig::default(),
+                no_takeover.clone(),
+                Config::default(),
+            )
+        })
+        .collect();
+    let msg = PreparedMessage::text(state_json(7));
+    for p in &mut pairs {
+        p.server.send_prepared(&msg).unwrap();
+        let mut w = p.server_wire();
+        assert_eq!(frames(&w)[0].rsv & 0b100, 0b100, "compressed on the wire");
+        p.client.handle_input(p.now, &mut w);
+        match p.client.poll_event() {
+            Some(Event::Text(t)) => assert_eq!(t.as_str(), state_json(7)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(msg.compressed_forms(), 1);
+    assert!(pairs.iter().all(|p| !p.server.holds_compressor()));
+
+    // with context takeover each connection compresses it itself (its window), no sharing
+    let mut p = Pair::new(
+        DeflateConfig::default(),
+        DeflateConfig::default().with_threshold(0),
+        Config::default(),
+    );
+    let msg = PreparedMessage::text(state_json(8));
+    for _ in 0..2 {
+        p.server.send_prepared(&msg).unwrap();
+        let mut w = p.server_wire();
+        p.client.handle_input(p.now, &mut w);
+        match p.client.poll_event() {
+            Some(Event::Text(t)) => assert_eq!(t.as_str(), state_json(8)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(msg.compressed_forms(), 0);
+}

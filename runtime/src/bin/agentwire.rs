@@ -81,7 +81,7 @@ async fn serve(args: &[&str]) -> ExitCode {
     let mut limits = Limits::default();
     #[cfg(feature = "deflate")]
     if deflate {
-        limits.deflate = Some(agentwire::DeflateConfig::default());
+        limits.deflate = Some(agentwire::server_deflate());
     }
     #[cfg(not(feature = "deflate"))]
     let _ = deflate;

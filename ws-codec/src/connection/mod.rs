@@ -340,6 +340,9 @@ impl Connection {
     /// Fires due timers: close timeout, pong timeout, heartbeat ping. Idempotent; early calls
     /// do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(d) = &mut self.deflate {
+            d.handle_timeout(now, self.last_rx);
+        }
         match self.state {
             State::Closed => return,
             State::CloseSent { deadline } if now >= deadline => {
@@ -412,14 +415,23 @@ impl Connection {
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Closed => None,
+        let protocol = match self.state {
+            State::Closed => return None,
             State::CloseSent { deadline } => {
                 Some(self.pong_deadline.map_or(deadline, |p| p.min(deadline)))
             }
             State::Open => self
                 .pong_deadline
                 .or_else(|| self.config.ping_interval.map(|iv| self.last_rx + iv)),
+        };
+        // permessage-deflate: freeing idle compression state
+        let release = self
+            .deflate
+            .as_ref()
+            .and_then(|d| d.release_deadline(self.last_rx));
+        match (protocol, release) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -436,6 +448,37 @@ impl Connection {
     /// sent to many connections without copying (unless permessage-deflate compresses it).
     pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), SendError> {
         self.send_message(crate::OpCode::Binary, data.into())
+    }
+
+    /// Whether permessage-deflate currently holds a compressor (about 270 KiB at 15 window
+    /// bits), e.g. for memory diagnostics; freed after
+    /// [`DeflateConfig::release_after`](crate::deflate::DeflateConfig::release_after).
+    pub fn holds_compressor(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.holds().0)
+    }
+
+    /// Whether permessage-deflate currently holds a decompressor (about 40 KiB).
+    pub fn holds_decompressor(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.holds().1)
+    }
+
+    /// Queues a message prepared once for many connections: with permessage-deflate and no
+    /// context takeover for this side, its compressed form is made once per parameter set
+    /// (window bits, level) and shared by every connection that sends it; otherwise it is
+    /// sent as [`send_text`](Self::send_text) / [`send_binary`](Self::send_binary) would.
+    pub fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<(), SendError> {
+        if let Some(d) = &self.deflate {
+            if let (true, Some((bits, level))) = (d.compresses(msg.payload.len()), d.standalone()) {
+                self.check_open()?;
+                self.send
+                    .check_data(msg.payload.len(), self.config.max_outbound_buffered)?;
+                if let Some(z) = msg.compressed(bits, level) {
+                    self.send.push_data(msg.opcode, z, RSV1);
+                    return Ok(());
+                }
+            }
+        }
+        self.send_message(msg.opcode, msg.payload.clone())
     }
 
     fn send_message(&mut self, opcode: crate::OpCode, payload: Bytes) -> Result<(), SendError> {
@@ -545,4 +588,61 @@ impl Connection {
 /// The random source used for masking keys, for the handshake's client key.
 pub(crate) fn send_masks() -> send::MaskSource {
     send::MaskSource::new()
+}
+
+/// A message to be sent to many connections ([`Connection::send_prepared`]): the payload is
+/// shared, and where permessage-deflate runs without context takeover for the sending side,
+/// so is its compressed form — compressed once per distinct (window bits, level), not once
+/// per connection. Cheap to clone (reference counted); `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct PreparedMessage {
+    opcode: crate::OpCode,
+    payload: Bytes,
+    /// Compressed forms by (window bits, level).
+    compressed: std::sync::Arc<std::sync::Mutex<Vec<(u8, u32, Bytes)>>>,
+}
+
+impl PreparedMessage {
+    /// A text message.
+    pub fn text(text: impl Into<Utf8Bytes>) -> Self {
+        Self::new(crate::OpCode::Text, text.into().into_bytes())
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<Bytes>) -> Self {
+        Self::new(crate::OpCode::Binary, data.into())
+    }
+
+    fn new(opcode: crate::OpCode, payload: Bytes) -> Self {
+        Self {
+            opcode,
+            payload,
+            compressed: Default::default(),
+        }
+    }
+
+    /// The uncompressed payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        self.opcode == crate::OpCode::Text
+    }
+
+    /// How many compressed forms were made so far (one per parameter set that needed one).
+    pub fn compressed_forms(&self) -> usize {
+        self.compressed.lock().map_or(0, |v| v.len())
+    }
+
+    fn compressed(&self, bits: u8, level: u32) -> Option<Bytes> {
+        let mut forms = self.compressed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, z)) = forms.iter().find(|(b, l, _)| (*b, *l) == (bits, level)) {
+            return Some(z.clone());
+        }
+        let z = crate::deflate::compress_standalone(&self.payload, bits, level)?;
+        forms.push((bits, level, z.clone()));
+        Some(z)
+    }
 }

@@ -24,6 +24,18 @@ impl Codec {
     pub(crate) fn compress(&mut self, _input: &[u8], _fin: bool) -> Option<Bytes> {
         match *self {}
     }
+    pub(crate) fn release_deadline(&self, _base: std::time::Instant) -> Option<std::time::Instant> {
+        match *self {}
+    }
+    pub(crate) fn handle_timeout(&mut self, _now: std::time::Instant, _base: std::time::Instant) {
+        match *self {}
+    }
+    pub(crate) fn holds(&self) -> (bool, bool) {
+        match *self {}
+    }
+    pub(crate) fn standalone(&self) -> Option<(u8, u32)> {
+        match *self {}
+    }
     pub(crate) fn inflate(
         &mut self,
         _input: &[u8],
@@ -33,4 +45,8 @@ impl Codec {
     ) -> Result<(), InflateError> {
         match *self {}
     }
+}
+
+pub(crate) fn compress_standalone(_input: &[u8], _bits: u8, _level: u32) -> Option<Bytes> {
+    None
 }
