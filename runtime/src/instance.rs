@@ -79,6 +79,8 @@ pub(crate) struct Env {
     pub(crate) limits: Limits,
     pub(crate) registry: Registry,
     pub(crate) awake: Awake,
+    /// Where instances run (`ServerBuilder::agent_runtime`); `None`: the caller's runtime.
+    pub(crate) agent_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The awake instances (those holding their database) and when each last handled an event;
@@ -217,6 +219,7 @@ where
             sse: HashMap::new(),
             sse_log_len: env.limits.sse_log_len,
         };
+        let runtime = env.agent_runtime.clone();
         let actor = Actor {
             me: tx.downgrade(),
             awake: None,
@@ -227,7 +230,11 @@ where
             factory: Box::new(move |n: &str| factory(n)),
             env,
         };
-        tokio::spawn(actor.run(rx).instrument(span));
+        let fut = actor.run(rx).instrument(span);
+        match runtime {
+            Some(rt) => drop(rt.spawn(fut)),
+            None => drop(tokio::spawn(fut)),
+        }
         tx
     }
 }

@@ -73,6 +73,7 @@ type Fallback = Arc<
 
 /// Builds a [`Server`].
 pub struct ServerBuilder {
+    agent_runtime: Option<tokio::runtime::Handle>,
     authorize: Option<Authorize>,
     prefix: String,
     classes: HashMap<String, Arc<dyn Class>>,
@@ -146,6 +147,7 @@ impl Drop for TaskGuard {
 impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
+            agent_runtime: None,
             authorize: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             classes: HashMap::new(),
@@ -194,6 +196,17 @@ impl ServerBuilder {
     /// Limits and timeouts (default: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Runs the agent instances (their hooks) on this runtime instead of the one serving
+    /// sockets and HTTP. Hooks should never block a thread (use `spawn_blocking` for CPU-heavy
+    /// work); where one might, a separate runtime keeps the server's sockets, HTTP and timers
+    /// going meanwhile: tokio drives I/O from one idle worker at a time, so a hook that blocks
+    /// a worker of the serving runtime can stall I/O for every connection until it returns.
+    /// `agentwire serve` runs its agents on a runtime of their own.
+    pub fn agent_runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.agent_runtime = Some(handle);
         self
     }
 
@@ -250,6 +263,7 @@ impl ServerBuilder {
                     limits: self.limits,
                     registry: Registry::default(),
                     awake: Default::default(),
+                    agent_runtime: self.agent_runtime,
                 },
                 fallback: self.fallback,
                 shutdown,

@@ -466,3 +466,69 @@ async fn what_is_stored_and_broadcast_is_the_validated_value() {
     let [_, st, _] = c.connect_frames().await;
     assert_eq!(st["state"], json!({"count": 3}));
 }
+
+/// `block` occupies its worker thread (as CPU-heavy code in a hook would) until released.
+struct Blocker {
+    release: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+    entered: Arc<AtomicUsize>,
+}
+
+impl Agent for Blocker {
+    type State = serde_json::Value;
+
+    async fn on_call(&mut self, _cx: &mut Context<Self>, call: Call) -> Result<Reply, RpcError> {
+        match call.method() {
+            "block" => {
+                self.entered.fetch_add(1, Ordering::SeqCst);
+                let rx = self.release.lock().unwrap();
+                let _ = rx.recv_timeout(Duration::from_secs(30));
+                self.entered.fetch_add(1, Ordering::SeqCst);
+                Reply::json("released")
+            }
+            "ping" => Reply::json("pong"),
+            _ => Err(RpcError::NoSuchMethod),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_instances_answer_while_a_hook_blocks_its_thread() {
+    // the agents' runtime, apart from the one serving sockets (dropped off the async context)
+    let agents = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let release = Arc::new(std::sync::Mutex::new(rx));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (r2, e2) = (release.clone(), entered.clone());
+    let server = Server::builder()
+        .agent("Blocker", move |_| Blocker {
+            release: r2.clone(),
+            entered: e2.clone(),
+        })
+        .agent_runtime(agents.handle().clone())
+        .build();
+    let addr = spawn(server).await;
+    let mut a = Client::connect(addr, "/agents/blocker/a").await.unwrap();
+    a.send_json(&json!({"type":"rpc","id":"b","method":"block","args":[]}))
+        .await;
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // one worker is stuck in instance `a`; instance `b` (new connection, new instance) and
+    // plain HTTP are served by the other
+    let mut b = Client::connect(addr, "/agents/blocker/b").await.unwrap();
+    assert_eq!(b.call_ok("ping", json!([])).await, json!("pong"));
+    let (status, _, _) = http(addr, "GET", "/agents/blocker/c/x", &[], "").await;
+    assert_eq!(status, 404);
+    // (2 once the hook returned: then the others were served only after it)
+    assert_eq!(entered.load(Ordering::SeqCst), 1, "still blocked meanwhile");
+    tx.send(()).unwrap();
+    let (reply, _) = a.wait_for(|v| v["id"] == "b").await;
+    assert_eq!(reply["result"], "released");
+    tokio::task::spawn_blocking(move || drop(agents))
+        .await
+        .unwrap();
+}
