@@ -184,7 +184,7 @@ for (const deflate of [false, true]) {
   await get(host, "/agents/counter-agent/idle/status");
   await sleep(300);
   const before = rssKiB(pid);
-  const n = quick ? 200 : 800;
+  const n = quick ? 200 : 600;
   const socks = [];
   for (let i = 0; i < n; i++) socks.push(await wsOpen(host, "idle", deflate));
   // each client makes one call, as a page does, then idles

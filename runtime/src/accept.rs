@@ -291,6 +291,11 @@ pub(crate) fn open_files_limit() -> Option<usize> {
     soft.parse().ok()
 }
 
+/// The default bound on awake instances: a sixteenth of the open-files limit, 16 to 1,024.
+pub(crate) fn default_max_open_instances() -> usize {
+    open_files_limit().map_or(256, |n| (n / 16).clamp(16, 1024))
+}
+
 /// The default connection cap: the open-files limit less what instance databases (3 files
 /// each) and the process itself need; at least 64. Without a known limit, 10,000.
 pub(crate) fn default_max_connections(max_open_instances: usize) -> usize {

@@ -361,7 +361,7 @@ impl<A: Agent> Actor<A> {
             let ticket = self
                 .env
                 .awake
-                .wake(self.me.clone(), self.env.limits.max_open_instances);
+                .wake(self.me.clone(), self.env.limits.open_instances_cap());
             self.awake = Some(ticket);
         }
         let store = self.env.storage.open(&self.cx.namespace, &self.cx.name)?;

@@ -189,6 +189,20 @@ pub fn server_deflate() -> DeflateConfig {
         .with_release_after(Some(Duration::from_secs(10)))
 }
 
+impl Limits {
+    /// [`max_open_instances`](Self::max_open_instances), resolved.
+    pub fn open_instances_cap(&self) -> usize {
+        self.max_open_instances
+            .unwrap_or_else(accept::default_max_open_instances)
+    }
+
+    /// [`max_connections`](Self::max_connections), resolved.
+    pub fn connections_cap(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| accept::default_max_connections(self.open_instances_cap()))
+    }
+}
+
 /// Limits and timeouts of a [`Server`]; see the table in the crate docs.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -230,8 +244,10 @@ pub struct Limits {
     /// [`max_open_instances`](Self::max_open_instances) and 64 spare (at least 64).
     pub max_connections: Option<usize>,
     /// Most instances awake at once (each holds its SQLite database: 3 open files). Waking
-    /// one more hibernates the least recently active instance first. Default 256.
-    pub max_open_instances: usize,
+    /// one more hibernates the least recently active instance first. `None`: a sixteenth of
+    /// the process's open-files limit, between 16 and 1,024 (64 under `ulimit -n 1024`; 256
+    /// where the limit is unknown).
+    pub max_open_instances: Option<usize>,
     /// permessage-deflate policy (feature `deflate`): when set, WebSocket clients that offer
     /// the extension (every browser does) get compressed messages, and the inflated size of
     /// what they send is bounded by `ws.max_message`. Default `None` (off): compression costs
@@ -260,7 +276,7 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(20),
             ws_write_timeout: Duration::from_secs(20),
             max_connections: None,
-            max_open_instances: 256,
+            max_open_instances: None,
             #[cfg(feature = "deflate")]
             deflate: None,
         }

@@ -515,9 +515,7 @@ impl Server {
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let limits = &self.inner.env.limits;
-        let cap = limits
-            .max_connections
-            .unwrap_or_else(|| accept::default_max_connections(limits.max_open_instances));
+        let cap = limits.connections_cap();
         tracing::debug!(max_connections = cap, "serving");
         tokio::pin!(signal);
         loop {

@@ -297,7 +297,7 @@ async fn awake_instances_are_bounded() {
     let server = server_with(
         Storage::sqlite(&dir),
         Limits {
-            max_open_instances: 3,
+            max_open_instances: Some(3),
             ..limits()
         },
     );
