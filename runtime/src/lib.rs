@@ -143,6 +143,8 @@ pub mod client;
 mod connection;
 pub mod demo;
 mod instance;
+mod origin;
+pub mod request;
 mod server;
 pub mod sse;
 mod store;
@@ -155,6 +157,9 @@ pub use agent::{
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};
 pub use instance::InstanceInfo;
+pub use request::{
+    Field, HttpRequest, Multipart, MultipartLimits, RequestBody, RequestError, RequestExt,
+};
 pub use server::{Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 
