@@ -47,7 +47,10 @@ impl OriginPolicy {
             } else {
                 let norm = normalize(o);
                 if !norm.contains("://") && norm != "null" {
-                    tracing::warn!(origin = o, "allowed origin is not scheme://host[:port]; it will never match");
+                    tracing::warn!(
+                        origin = o,
+                        "allowed origin is not scheme://host[:port]; it will never match"
+                    );
                 }
                 p.origins.push(norm);
             }
@@ -68,7 +71,7 @@ impl OriginPolicy {
             return Verdict::Foreign;
         };
         let norm = normalize(text);
-        if self.any || self.origins.iter().any(|o| *o == norm) {
+        if self.any || self.origins.contains(&norm) {
             return Verdict::Allowed(origin.clone());
         }
         let host = uri
@@ -204,12 +207,30 @@ mod tests {
             verdict(&p, Some("http://127.0.0.1:8787"), "127.0.0.1:8787"),
             Verdict::SameOrigin
         );
-        assert_eq!(verdict(&p, Some("http://localhost"), "localhost:80"), Verdict::SameOrigin);
-        assert_eq!(verdict(&p, Some("http://[::1]:80"), "[::1]"), Verdict::SameOrigin);
-        assert_eq!(verdict(&p, Some("http://evil.example"), "localhost:8787"), Verdict::Foreign);
-        assert_eq!(verdict(&p, Some("http://localhost:9999"), "localhost:8787"), Verdict::Foreign);
-        assert_eq!(verdict(&p, Some("null"), "localhost:8787"), Verdict::Foreign);
+        assert_eq!(
+            verdict(&p, Some("http://localhost"), "localhost:80"),
+            Verdict::SameOrigin
+        );
+        assert_eq!(
+            verdict(&p, Some("http://[::1]:80"), "[::1]"),
+            Verdict::SameOrigin
+        );
+        assert_eq!(
+            verdict(&p, Some("http://evil.example"), "localhost:8787"),
+            Verdict::Foreign
+        );
+        assert_eq!(
+            verdict(&p, Some("http://localhost:9999"), "localhost:8787"),
+            Verdict::Foreign
+        );
+        assert_eq!(
+            verdict(&p, Some("null"), "localhost:8787"),
+            Verdict::Foreign
+        );
         let any = OriginPolicy::new(["*"]);
-        assert!(matches!(verdict(&any, Some("null"), "h"), Verdict::Allowed(_)));
+        assert!(matches!(
+            verdict(&any, Some("null"), "h"),
+            Verdict::Allowed(_)
+        ));
     }
 }

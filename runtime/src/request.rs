@@ -617,7 +617,10 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("multipart/form-data; boundary=XX"),
         );
-        (h, RequestBody::new(http_body_util::Full::new(Bytes::from(body)), 1 << 20))
+        (
+            h,
+            RequestBody::new(http_body_util::Full::new(Bytes::from(body)), 1 << 20),
+        )
     }
 
     #[tokio::test]
@@ -633,7 +636,9 @@ mod tests {
 
     #[tokio::test]
     async fn json_errors_are_400() {
-        let e = RequestBody::from("{\"a\":").json::<serde_json::Value>().await;
+        let e = RequestBody::from("{\"a\":")
+            .json::<serde_json::Value>()
+            .await;
         let e = e.unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert!(e.to_string().starts_with("invalid JSON body"), "{e}");
@@ -656,8 +661,9 @@ mod tests {
         let (h, b) = form(
             "--XX\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--XX--\r\n",
         );
-        let mut m =
-            Multipart::new(&h, b).unwrap().with_limits(MultipartLimits::default().with_max_field_bytes(4));
+        let mut m = Multipart::new(&h, b)
+            .unwrap()
+            .with_limits(MultipartLimits::default().with_max_field_bytes(4));
         let e = m.field("note").await.unwrap().bytes().await.unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
@@ -672,8 +678,13 @@ mod tests {
         };
         assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
 
-        let (h, b) = form("--XX\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--XX--\r\n");
-        let e = Multipart::new(&h, b).unwrap().field("file").await.unwrap_err();
+        let (h, b) =
+            form("--XX\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--XX--\r\n");
+        let e = Multipart::new(&h, b)
+            .unwrap()
+            .field("file")
+            .await
+            .unwrap_err();
         assert!(matches!(e, RequestError::MissingField(_)));
 
         let e = Multipart::new(&HeaderMap::new(), RequestBody::empty()).unwrap_err();

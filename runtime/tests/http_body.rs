@@ -54,7 +54,12 @@ impl Agent for Api {
         Ok(response::json(&serde_json::json!({ "size": size })))
     }
 
-    async fn on_error(&mut self, _cx: &mut Context<Self>, _c: Option<&agentwire::Connection>, _e: &BoxError) {
+    async fn on_error(
+        &mut self,
+        _cx: &mut Context<Self>,
+        _c: Option<&agentwire::Connection>,
+        _e: &BoxError,
+    ) {
         self.errors.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -79,7 +84,12 @@ async fn json_helper_answers_400_on_bad_input() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, r#"{"done":false,"title":"milk"}"#);
 
-    for bad in [&b"{\"title\":"[..], b"{\"title\":1,\"done\":false}", b"not json", b""] {
+    for bad in [
+        &b"{\"title\":"[..],
+        b"{\"title\":1,\"done\":false}",
+        b"not json",
+        b"",
+    ] {
         let r = request(addr, "POST", path, &[], bad).await;
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(bad));
         assert!(r.body.starts_with("invalid JSON body: "), "{}", r.body);
@@ -88,7 +98,11 @@ async fn json_helper_answers_400_on_bad_input() {
     let big = vec![b' '; (1 << 20) + 1];
     let r = request(addr, "POST", path, &[], &big).await;
     assert_eq!(r.status, 413);
-    assert_eq!(errors.load(Ordering::SeqCst), 0, "client errors are not agent errors");
+    assert_eq!(
+        errors.load(Ordering::SeqCst),
+        0,
+        "client errors are not agent errors"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +133,9 @@ async fn per_route_limit_stops_a_streamed_upload() {
     let mut chunks = vec![part.into_bytes()];
     chunks.extend(std::iter::repeat_n(vec![7u8; 400], 4));
     for c in chunks {
-        sock.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await.unwrap();
+        sock.write_all(format!("{:x}\r\n", c.len()).as_bytes())
+            .await
+            .unwrap();
         sock.write_all(&c).await.unwrap();
         sock.write_all(b"\r\n").await.unwrap();
     }
@@ -129,6 +145,9 @@ async fn per_route_limit_stops_a_streamed_upload() {
 
     // the limit is per route: the JSON route keeps the default
     let r = request(addr, "POST", "/agents/api/x/todo", &[], &vec![b' '; 5000]).await;
-    assert_eq!(r.status, 400, "5000 bytes of spaces are within 1 MiB, but not JSON");
+    assert_eq!(
+        r.status, 400,
+        "5000 bytes of spaces are within 1 MiB, but not JSON"
+    );
     assert_eq!(errors.load(Ordering::SeqCst), 0);
 }

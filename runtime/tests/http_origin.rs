@@ -48,10 +48,20 @@ async fn serve_allow_origin_answers_preflights_and_decorates_replies() {
     .await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
-    assert!(r.header("access-control-allow-methods").unwrap().contains("POST"));
-    assert_eq!(r.header("access-control-allow-headers"), Some("content-type"));
+    assert!(r
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("content-type")
+    );
     assert_eq!(r.header("access-control-max-age"), Some("600"));
-    assert!(r.header("vary").unwrap().to_ascii_lowercase().contains("origin"));
+    assert!(r
+        .header("vary")
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("origin"));
 
     // preflight from another origin: no allow headers
     let r = request(
@@ -68,26 +78,58 @@ async fn serve_allow_origin_answers_preflights_and_decorates_replies() {
     // the upload from the allowed origin carries the headers
     let body = form(&[("file", Some("cors.txt"), b"12345")]);
     let ct = form_type();
-    let r = request(addr, "POST", up, &[("content-type", &ct), ("origin", APP)], &body).await;
+    let r = request(
+        addr,
+        "POST",
+        up,
+        &[("content-type", &ct), ("origin", APP)],
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, r#"{"filename":"cors.txt","size":5}"#);
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
-    assert!(r.header("vary").unwrap().to_ascii_lowercase().contains("origin"));
+    assert!(r
+        .header("vary")
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("origin"));
 
     // from a foreign origin it is refused; without Origin (curl) or from the same origin
     // (the demo page) it is accepted without CORS headers
-    let r = request(addr, "POST", up, &[("content-type", &ct), ("origin", EVIL)], &body).await;
+    let r = request(
+        addr,
+        "POST",
+        up,
+        &[("content-type", &ct), ("origin", EVIL)],
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.header("access-control-allow-origin"), None);
     let r = request(addr, "POST", up, &[("content-type", &ct)], &body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("access-control-allow-origin"), None);
     let same = format!("http://{addr}");
-    let r = request(addr, "POST", up, &[("content-type", &ct), ("origin", &same)], &body).await;
+    let r = request(
+        addr,
+        "POST",
+        up,
+        &[("content-type", &ct), ("origin", &same)],
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // reads from a foreign origin are answered, without CORS headers (the browser hides them)
-    let r = request(addr, "GET", "/agents/files-agent/cors/files", &[("origin", EVIL)], b"").await;
+    let r = request(
+        addr,
+        "GET",
+        "/agents/files-agent/cors/files",
+        &[("origin", EVIL)],
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), None);
 
@@ -116,7 +158,10 @@ impl Agent for OwnCors {
             let mut r = Response::new(Body::empty());
             let h = r.headers_mut();
             h.insert("access-control-allow-origin", "*".parse()?);
-            h.insert("access-control-allow-methods", "GET, POST, OPTIONS".parse()?);
+            h.insert(
+                "access-control-allow-methods",
+                "GET, POST, OPTIONS".parse()?,
+            );
             h.insert("access-control-allow-headers", "Content-Type".parse()?);
             return Ok(r);
         }
@@ -150,14 +195,24 @@ async fn default_policy_refuses_foreign_writes_and_leaves_options_to_the_agent()
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST, OPTIONS"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
 
     // but state-changing requests and upgrades from it are refused all the same
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         let r = request(addr, method, path, &[("origin", EVIL)], b"{}").await;
         assert_eq!(r.status, 403, "{method}");
     }
-    let r = request(addr, "GET", "/agents/own-cors/x", &upgrade_headers(Some(EVIL)), b"").await;
+    let r = request(
+        addr,
+        "GET",
+        "/agents/own-cors/x",
+        &upgrade_headers(Some(EVIL)),
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 403);
     // `null` (sandboxed frames, file pages) is foreign too
     let r = request(addr, "POST", path, &[("origin", "null")], b"{}").await;
@@ -165,7 +220,14 @@ async fn default_policy_refuses_foreign_writes_and_leaves_options_to_the_agent()
     // the same request without Origin passes
     let r = request(addr, "POST", path, &[], b"{}").await;
     assert_eq!(r.status, 200);
-    let r = request(addr, "GET", "/agents/own-cors/x", &upgrade_headers(None), b"").await;
+    let r = request(
+        addr,
+        "GET",
+        "/agents/own-cors/x",
+        &upgrade_headers(None),
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 101);
 }
 
@@ -196,5 +258,8 @@ async fn any_origin_and_agent_headers_win() {
     // a plain OPTIONS (not a preflight) still reaches the agent
     let r = request(addr, "OPTIONS", path, &[], b"").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST, OPTIONS"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
 }

@@ -32,7 +32,14 @@ async fn fifty_mib_upload_is_streamed_to_disk() {
 
     // warm up: the instance, its directory and the upload path exist before measuring
     let small = form(&[("file", Some("small.txt"), b"hello")]);
-    let r = request(serve.addr, "POST", &format!("{base}/upload"), &[("content-type", &form_type())], &small).await;
+    let r = request(
+        serve.addr,
+        "POST",
+        &format!("{base}/upload"),
+        &[("content-type", &form_type())],
+        &small,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v, serde_json::json!({"filename": "small.txt", "size": 5}));
@@ -75,7 +82,10 @@ async fn fifty_mib_upload_is_streamed_to_disk() {
     let r = read_reply(&mut sock).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(v, serde_json::json!({"filename": "big.bin", "size": FILE_SIZE}));
+    assert_eq!(
+        v,
+        serde_json::json!({"filename": "big.bin", "size": FILE_SIZE})
+    );
 
     let hwm_after = serve.status_bytes("VmHWM");
     let growth = hwm_after.saturating_sub(rss_before);
@@ -94,12 +104,19 @@ async fn fifty_mib_upload_is_streamed_to_disk() {
     );
 
     // on disk, intact, under the data directory; and listed
-    let path = serve.dir.join("files-agent").join("big.files").join("big.bin");
+    let path = serve
+        .dir
+        .join("files-agent")
+        .join("big.files")
+        .join("big.bin");
     let data = std::fs::read(&path).unwrap();
     assert_eq!(data.len(), FILE_SIZE);
     let mut disk_hash: u64 = 0xcbf2_9ce4_8422_2325;
     fnv(&mut disk_hash, &data);
-    assert_eq!(disk_hash, sent_hash, "the stored file differs from the upload");
+    assert_eq!(
+        disk_hash, sent_hash,
+        "the stored file differs from the upload"
+    );
     let r = request(serve.addr, "GET", &format!("{base}/files"), &[], b"").await;
     assert_eq!(r.status, 200);
     let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -167,7 +184,10 @@ async fn bodies_over_the_limit_are_refused_before_they_are_read() {
         let mut tmp = [0u8; 4096];
         loop {
             use tokio::io::AsyncReadExt;
-            let n = tokio::time::timeout(WAIT, rd.read(&mut tmp)).await.expect("reply in time").unwrap();
+            let n = tokio::time::timeout(WAIT, rd.read(&mut tmp))
+                .await
+                .expect("reply in time")
+                .unwrap();
             assert!(n > 0, "closed without a reply");
             buf.extend_from_slice(&tmp[..n]);
             if buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -204,11 +224,20 @@ async fn bad_forms_get_clear_client_errors() {
     assert!(r.body.contains("multipart"), "{}", r.body);
 
     // garbage where the parts should be
-    let r = request(serve.addr, "POST", up, &[("content-type", &ct)], b"this is not a form").await;
+    let r = request(
+        serve.addr,
+        "POST",
+        up,
+        &[("content-type", &ct)],
+        b"this is not a form",
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.body);
 
     // a part whose headers never end
-    let mut body = format!("--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"\r\nx-pad: ").into_bytes();
+    let mut body =
+        format!("--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"\r\nx-pad: ")
+            .into_bytes();
     body.extend(std::iter::repeat_n(b'a', 200 << 10));
     let r = request(serve.addr, "POST", up, &[("content-type", &ct)], &body).await;
     assert_eq!(r.status, 400, "{}", r.body);
@@ -220,7 +249,14 @@ async fn bad_forms_get_clear_client_errors() {
     assert!(r.body.contains("\"file\""), "{}", r.body);
 
     // not a form at all
-    let r = request(serve.addr, "POST", up, &[("content-type", "application/json")], b"{}").await;
+    let r = request(
+        serve.addr,
+        "POST",
+        up,
+        &[("content-type", "application/json")],
+        b"{}",
+    )
+    .await;
     assert_eq!(r.status, 415, "{}", r.body);
 
     // a text field over its 64 KiB limit

@@ -69,7 +69,9 @@ impl FilesAgent {
         tokio::fs::rename(&partial.0, &stored).await?;
         std::mem::forget(partial);
         tracing::info!(%filename, size, "file stored");
-        Ok(response::json(&json!({ "filename": filename, "size": size })))
+        Ok(response::json(
+            &json!({ "filename": filename, "size": size }),
+        ))
     }
 
     async fn list(dir: PathBuf) -> Result<Response<Body>, BoxError> {

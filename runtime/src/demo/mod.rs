@@ -47,7 +47,9 @@ pub fn builder(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> S
         .agent("CounterAgent", |_name| counter::CounterAgent::new())
         .agent("ChatRoom", |_name| chat::ChatRoom::new())
         .agent("TaskRunner", move |_name| runner.clone())
-        .agent("FilesAgent", move |_name| files::FilesAgent::new(&files_root))
+        .agent("FilesAgent", move |_name| {
+            files::FilesAgent::new(&files_root)
+        })
         .storage(storage)
         .limits(limits)
         .fallback(|req| async move { page(&req) })

@@ -38,7 +38,11 @@ pub async fn read_reply(sock: &mut TcpStream) -> Reply {
             .await
             .expect("response in time")
             .expect("read");
-        assert!(n > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&tmp[..n]);
         let mut hs = [httparse::EMPTY_HEADER; 64];
         let mut res = httparse::Response::new(&mut hs);
@@ -124,7 +128,10 @@ pub async fn request(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
         body.len()
     );
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
         head.push_str("connection: close\r\n");
     }
     for (k, v) in headers {
@@ -218,12 +225,7 @@ impl Serve {
             .lines()
             .find(|l| l.starts_with(&format!("{key}:")))
             .unwrap_or_else(|| panic!("no {key} in /proc/PID/status"));
-        let kb: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kb * 1024
     }
 }
