@@ -16,7 +16,7 @@ const USAGE: &str = "usage: agentwire [serve [--addr HOST:PORT] [--data DIR] [--
                         [--allow-origin ORIGIN]...]
        agentwire tail <http://host:port/path>
 
-  serve  run the demo agents (CounterAgent, ChatRoom, TaskRunner) and their page at /;
+  serve  run the demo agents (CounterAgent, ChatRoom, TaskRunner, FilesAgent) and their page at /;
          --addr defaults to 127.0.0.1:8787, --data (SQLite files) to ./agentwire-data.
          WebSocket messages are compressed (permessage-deflate) with clients that offer it,
          as browsers do, unless --no-deflate. Pages from other sites may not open
