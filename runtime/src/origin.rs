@@ -63,6 +63,11 @@ impl OriginPolicy {
         self.origins.extend(other.origins);
     }
 
+    /// Whether any origin is listed (then replies vary by `Origin`).
+    pub(crate) fn is_listing(&self) -> bool {
+        self.any || !self.origins.is_empty()
+    }
+
     pub(crate) fn verdict(&self, headers: &HeaderMap, uri: &http::Uri) -> Verdict {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Verdict::NoOrigin;
@@ -168,11 +173,14 @@ pub(crate) fn preflight(origin: HeaderValue, headers: &HeaderMap) -> Response<Bo
     r
 }
 
-/// Adds `Access-Control-Allow-Origin` (unless the agent set one) and `Vary: Origin`.
-pub(crate) fn decorate(resp: &mut Response<Body>, origin: HeaderValue) {
+/// Adds `Access-Control-Allow-Origin` for an allowed origin (unless the agent set one), and
+/// `Vary: Origin` (a reply to one origin must not be cached for another).
+pub(crate) fn decorate(resp: &mut Response<Body>, allowed: Option<HeaderValue>) {
     let h = resp.headers_mut();
-    if !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if let Some(origin) = allowed {
+        if !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
     }
     h.append(header::VARY, HeaderValue::from_static("origin"));
 }

@@ -123,9 +123,8 @@ impl RequestBody {
 
     /// Reads the whole body (at most [`limit`](Self::limit) bytes).
     pub async fn bytes(self) -> Result<Bytes, RequestError> {
-        let first = self.size_hint().lower();
         let mut body = self;
-        let mut out = BytesMut::with_capacity(first.min(64 << 10) as usize);
+        let mut out = BytesMut::new();
         let mut single: Option<Bytes> = None;
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
@@ -134,6 +133,8 @@ impl RequestBody {
                     None if out.is_empty() => single = Some(data),
                     None => out.extend_from_slice(&data),
                     Some(prev) => {
+                        let announced = body.size_hint().lower().min(body.limit);
+                        out.reserve(prev.len() + data.len() + announced as usize);
                         out.extend_from_slice(&prev);
                         out.extend_from_slice(&data);
                     }

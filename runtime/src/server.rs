@@ -183,7 +183,7 @@ impl ServerBuilder {
     ///   `OPTIONS` requests, preflights from unlisted origins included, go to the agent
     ///   ([`Agent::on_request`]), which may answer them itself.
     /// * Replies to a listed origin get `Access-Control-Allow-Origin` (unless the agent set
-    ///   one) and `Vary: Origin`.
+    ///   one); once any origin is listed, every reply gets `Vary: Origin`.
     ///
     /// Calls add to the list.
     pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
@@ -295,10 +295,8 @@ impl Server {
             Verdict::NoOrigin | Verdict::SameOrigin | Verdict::Foreign => None,
         };
         let mut resp = self.route(req).await;
-        if let Some(origin) = allowed {
-            if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                origin::decorate(&mut resp, origin);
-            }
+        if self.inner.origins.is_listing() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            origin::decorate(&mut resp, allowed);
         }
         resp
     }

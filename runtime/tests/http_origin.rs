@@ -132,6 +132,7 @@ async fn serve_allow_origin_answers_preflights_and_decorates_replies() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("vary"), Some("origin"), "replies vary by Origin");
 
     // WebSocket upgrades: foreign refused; none, same-origin and allowed accepted
     let ws = "/agents/counter-agent/cors";
