@@ -234,13 +234,20 @@ async fn bad_forms_get_clear_client_errors() {
     .await;
     assert_eq!(r.status, 400, "{}", r.body);
 
-    // a part whose headers never end
-    let mut body =
-        format!("--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"\r\nx-pad: ")
-            .into_bytes();
-    body.extend(std::iter::repeat_n(b'a', 200 << 10));
-    let r = request(serve.addr, "POST", up, &[("content-type", &ct)], &body).await;
+    // a part whose headers never end: refused once 64 KiB of them are buffered, while the
+    // announced 10 MiB body is still being sent (not at its end)
+    let mut sock = TcpStream::connect(serve.addr).await.unwrap();
+    let head = format!(
+        "POST {up} HTTP/1.1\r\nhost: {}\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n\
+         --{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"\r\nx-pad: ",
+        serve.addr,
+        10 << 20
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&vec![b'a'; 200 << 10]).await.unwrap();
+    let r = read_reply(&mut sock).await;
     assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("part headers longer than"), "{}", r.body);
 
     // no field `file`
     let body = form(&[("other", None, b"1")]);
