@@ -6,8 +6,7 @@ use crate::sse::{self, SseSender};
 use crate::store::{InstanceStore, StoreError};
 use agentwire_protocol::{RawJson, RpcId, RpcResponse, StateFrame, Utf8Bytes};
 use agentwire_ws::PreparedMessage;
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -147,12 +146,18 @@ pub trait Agent: Send + Sized + 'static {
         async { Ok(()) }
     }
 
-    /// A plain HTTP request to `/{prefix}/{namespace}/{name}[/…]`, with its whole body. The
-    /// default answers `404 Not implemented`; an error answers `500`.
+    /// A plain HTTP request to `/{prefix}/{namespace}/{name}[/…]`. Its body is streamed
+    /// (see [`crate::request`]): read it with [`RequestExt`](crate::RequestExt)
+    /// (`req.json::<T>()`, `req.bytes()`, `req.multipart()`) or as an `http_body::Body`. The
+    /// default answers `404 Not implemented`; an error answers `500`, except a
+    /// [`RequestError`](crate::RequestError), which answers its own status (`400`, `413`, `415`).
+    ///
+    /// The instance handles its other events after this returns: a hook that reads a large
+    /// or slow upload holds the instance meanwhile.
     fn on_request(
         &mut self,
         cx: &mut Context<Self>,
-        req: Request<Bytes>,
+        req: crate::HttpRequest,
     ) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send {
         let _ = (cx, req);
         async {
@@ -161,6 +166,16 @@ pub trait Agent: Send + Sized + 'static {
                 agentwire_protocol::texts::NOT_IMPLEMENTED,
             ))
         }
+    }
+
+    /// The largest request body accepted for `req` (`None`: [`Limits::max_request_body`](crate::Limits::max_request_body),
+    /// 1 MiB by default). Decided from the request head before the instance is involved, so
+    /// it can differ per route (e.g. more for an upload path). A request announcing more
+    /// (`Content-Length`) is answered `413` unread; a longer chunked body fails with
+    /// [`RequestError::TooLarge`](crate::RequestError::TooLarge) once past the limit.
+    fn max_request_body(req: &http::request::Parts) -> Option<u64> {
+        let _ = req;
+        None
     }
 
     /// The state changed (after it was persisted and broadcast). `source` is the connection

@@ -9,7 +9,7 @@ use crate::store::Storage;
 use crate::Limits;
 use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessage, Utf8Bytes};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +39,7 @@ pub(crate) enum Cmd {
         clean: bool,
     },
     Request {
-        req: Box<Request<Bytes>>,
+        req: Box<crate::HttpRequest>,
         reply: oneshot::Sender<Response<Body>>,
     },
     Stats {
@@ -71,6 +71,7 @@ pub struct InstanceInfo {
 pub(crate) trait Class: Send + Sync {
     fn namespace(&self) -> &str;
     fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd>;
+    fn max_request_body(&self, req: &http::request::Parts) -> Option<u64>;
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +203,10 @@ where
 {
     fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    fn max_request_body(&self, req: &http::request::Parts) -> Option<u64> {
+        A::max_request_body(req)
     }
 
     fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd> {
@@ -558,6 +563,12 @@ impl<A: Agent> Actor<A> {
                 cx.current = None;
                 let resp = match guard(agent.on_request(cx, *req)).await {
                     Ok(Ok(r)) => r,
+                    // A request the client got wrong (bad JSON, too large, …): its own status.
+                    Ok(Err(e)) if e.is::<crate::RequestError>() => {
+                        tracing::debug!(error = %e, "request refused");
+                        e.downcast_ref::<crate::RequestError>()
+                            .map_or_else(internal_error, |e| e.to_response())
+                    }
                     Ok(Err(e)) => {
                         agent.on_error(cx, None, &e).await;
                         internal_error()

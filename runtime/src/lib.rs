@@ -85,7 +85,8 @@
 //! | `onMessage` | [`Agent::on_message`] (non-protocol text, binary) |
 //! | `@callable()` methods | [`Agent::on_call`] (match on the method name) |
 //! | `onClose`, `onError` | [`Agent::on_close`], [`Agent::on_error`] |
-//! | `onRequest` | [`Agent::on_request`] (`http::Request<Bytes>`) |
+//! | `onRequest` | [`Agent::on_request`] ([`HttpRequest`]: `http::Request` with a streamed [`RequestBody`]) |
+//! | `request.json()`, `request.formData()` | [`RequestExt::json`], [`RequestExt::multipart`] |
 //! | `initialState`, `state`, `setState` | [`Agent::initial_state`], [`Context::state`], [`Context::set_state`] |
 //! | `validateStateChange`, `onStateChanged` | [`Agent::validate_state`], [`Agent::on_state_update`] |
 //! | `shouldConnectionBeReadonly`, `shouldSendProtocolMessages`, `getConnectionTags` | [`Agent::connection_readonly`], [`Agent::connection_protocol_messages`], [`Agent::connection_tags`] |
@@ -102,7 +103,11 @@
 //! | --- | --- | --- |
 //! | [`Limits::max_queued_bytes`] (per connection, outbound) | 16 MiB | the connection is closed with `1008` |
 //! | [`Limits::instance_queue`] (events per instance) | 1,024 | senders wait (the sockets concerned stop being read) |
-//! | [`Limits::max_request_body`] | 1 MiB | `413` |
+//! | [`Limits::max_request_body`] | 1 MiB | `413`: from `Content-Length` before any byte is read; a chunked body once past it |
+//! | [`Agent::max_request_body`] (per agent / route) | `None`: the above | the same; e.g. the demo's `FilesAgent` upload route allows 256 MiB |
+//! | [`MultipartLimits`] `max_fields` / `max_field_bytes` / `max_file_bytes` | 100 / 64 KiB / the body limit | `413` |
+//! | [`MultipartLimits::max_part_head_bytes`] (boundary + part headers buffered) | 64 KiB | `400` |
+//! | CORS preflight `Access-Control-Max-Age` | 600 s | — |
 //! | [`Limits::idle_timeout`] | 10 s | the idle instance is evicted (hibernation); sockets stay open |
 //! | [`Limits::ws`] `max_message` / `max_frame_payload` | 1 MiB | close `1009` for that socket only |
 //! | `Limits::deflate` (feature `deflate`) | off (`agentwire serve`: on) | compressed messages inflate to at most `max_message`, else close `1009` |
@@ -111,10 +116,117 @@
 //! | [`sse::DEFAULT_QUEUE`] (chunks per SSE response) | 256 | subscriber dropped; it resumes with `Last-Event-ID` |
 //! | [`Limits::shutdown_grace`] | 5 s | remaining tasks are abandoned |
 //!
+//! # HTTP: request bodies, uploads, CORS
+//!
+//! [`Agent::on_request`] gets the body streamed ([`RequestBody`], an `http_body::Body`), not
+//! collected: small bodies are read with [`RequestExt`] (`req.json::<T>()`, `req.bytes()`,
+//! `req.text()`), uploads with [`RequestExt::multipart`] chunk by chunk, so a large file goes
+//! to disk without being held in memory. A [`RequestError`] returned with `?` answers its own
+//! status (`400` bad JSON or form, `413` too large, `415` not a form). See [`request`].
+//!
+//! The upload example of the Agents docs (`request.formData()`, then the file's name and
+//! size) is:
+//!
+//! ```
+//! use agentwire::{Agent, Body, BoxError, Context, HttpRequest, RequestExt};
+//! use agentwire::body::response;
+//! use http::{Method, Response, StatusCode};
+//!
+//! struct Uploads;
+//!
+//! impl Agent for Uploads {
+//!     type State = serde_json::Value;
+//!
+//!     // uploads up to 100 MiB on this route (others keep `Limits::max_request_body`)
+//!     fn max_request_body(req: &http::request::Parts) -> Option<u64> {
+//!         (req.method == Method::POST).then_some(100 << 20)
+//!     }
+//!
+//!     async fn on_request(&mut self, _cx: &mut Context<Self>, mut req: HttpRequest)
+//!         -> Result<Response<Body>, BoxError> {
+//!         if req.method() == Method::POST {
+//!             let mut form = req.multipart()?;
+//!             let file = form.field("file").await?;
+//!             let filename = file.file_name().unwrap_or_default().to_owned();
+//!             let mut size = 0; // process the file chunk by chunk (to disk, a hash, …)
+//!             while let Some(chunk) = file.chunk().await? {
+//!                 size += chunk.len();
+//!             }
+//!             return Ok(response::json(&serde_json::json!({ "filename": filename, "size": size })));
+//!         }
+//!         Ok(response::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"))
+//!     }
+//! }
+//! ```
+//!
+//! (`agentwire serve` runs one that keeps the files: [`demo::files::FilesAgent`].)
+//!
+//! **CORS and the `Origin` policy.** One policy for the server,
+//! [`ServerBuilder::allowed_origins`]: preflights from the listed origins are answered by the
+//! server, replies to them carry `Access-Control-Allow-Origin` and `Vary: Origin`, and
+//! WebSocket upgrades and `POST`/`PUT`/`PATCH`/`DELETE` from any other foreign origin are
+//! refused with `403` (requests without `Origin`, i.e. non-browser clients, and same-origin
+//! pages pass; this holds with an empty list too). So the CORS example of the Agents docs
+//! needs no header code in the agent:
+//!
+//! ```no_run
+//! # use agentwire::{Agent, Body, BoxError, Context, HttpRequest, Server};
+//! # use agentwire::body::response;
+//! # use http::Response;
+//! struct Api;
+//!
+//! impl Agent for Api {
+//!     type State = serde_json::Value;
+//!     async fn on_request(&mut self, _cx: &mut Context<Self>, _req: HttpRequest)
+//!         -> Result<Response<Body>, BoxError> {
+//!         Ok(response::json(&serde_json::json!({ "data": "..." })))
+//!     }
+//! }
+//!
+//! let server = Server::builder()
+//!     .agent("Api", |_| Api)
+//!     .allowed_origins(["https://app.example"]) // or ["*"] for any origin, as the example's `*`
+//!     .build();
+//! ```
+//!
+//! An agent may still answer `OPTIONS` itself, as the example does: preflights from origins
+//! that are not listed, and every `OPTIONS` without `Origin`, reach [`Agent::on_request`], and
+//! headers the agent sets are kept. (For writes from every origin, list `*`.)
+//!
+//! ```
+//! # use agentwire::{Agent, Body, BoxError, Context, HttpRequest};
+//! # use agentwire::body::response;
+//! # use http::{Method, Response};
+//! # struct Api;
+//! # impl Agent for Api {
+//! #     type State = serde_json::Value;
+//! async fn on_request(&mut self, _cx: &mut Context<Self>, req: HttpRequest)
+//!     -> Result<Response<Body>, BoxError> {
+//!     if req.method() == Method::OPTIONS {
+//!         let mut r = Response::new(Body::empty());
+//!         let h = r.headers_mut();
+//!         h.insert("access-control-allow-origin", "*".parse()?);
+//!         h.insert("access-control-allow-methods", "GET, POST, OPTIONS".parse()?);
+//!         h.insert("access-control-allow-headers", "Content-Type".parse()?);
+//!         return Ok(r);
+//!     }
+//!     let mut r = response::json(&serde_json::json!({ "data": "..." }));
+//!     r.headers_mut().insert("access-control-allow-origin", "*".parse()?);
+//!     Ok(r)
+//! }
+//! # }
+//! ```
+//!
+//! Same-origin means an `Origin` naming the `Host` the request was sent to (the scheme is not
+//! compared, for TLS-terminating proxies). That does not stop DNS rebinding (a foreign name
+//! resolving to the server's address); put a server reachable that way behind a proxy that
+//! checks `Host`.
+//!
 //! # Tracing
 //!
 //! Each instance runs in an `agent{agent, name}` span and each socket in a `ws{id}` span;
-//! rejected state updates are logged at `info`, hook errors at `error` (the default
+//! rejected state updates and requests refused for their `Origin` are logged at `info`,
+//! requests answered with a [`RequestError`] at `debug`, hook errors at `error` (the default
 //! [`Agent::on_error`]), overflowing connections at `warn`.
 //!
 //! # Hibernation
@@ -143,6 +255,8 @@ pub mod client;
 mod connection;
 pub mod demo;
 mod instance;
+mod origin;
+pub mod request;
 mod server;
 pub mod sse;
 mod store;
@@ -156,6 +270,9 @@ pub use agent::{
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};
 pub use instance::InstanceInfo;
+pub use request::{
+    Field, HttpRequest, Multipart, MultipartLimits, RequestBody, RequestError, RequestExt,
+};
 pub use server::{AgentRequest, Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 

@@ -5,6 +5,8 @@ use crate::agent::{Agent, BoxError};
 use crate::body::{response, Body};
 use crate::connection::Connection;
 use crate::instance::{Class, ClassImpl, Cmd, Env, Registry};
+use crate::origin::{self, OriginPolicy, Verdict};
+use crate::request::RequestBody;
 use crate::store::Storage;
 use crate::Limits;
 use agentwire_protocol::{
@@ -80,6 +82,7 @@ pub struct ServerBuilder {
     storage: Storage,
     limits: Limits,
     fallback: Option<Fallback>,
+    origins: OriginPolicy,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -89,6 +92,7 @@ impl fmt::Debug for ServerBuilder {
             .field("classes", &self.classes.keys().collect::<Vec<_>>())
             .field("storage", &self.storage)
             .field("limits", &self.limits)
+            .field("origins", &self.origins)
             .finish()
     }
 }
@@ -106,6 +110,7 @@ struct Inner {
     classes: HashMap<String, Arc<dyn Class>>,
     env: Env,
     fallback: Option<Fallback>,
+    origins: OriginPolicy,
     shutdown: watch::Sender<bool>,
     next_key: AtomicU64,
     tasks: Arc<TaskCount>,
@@ -154,6 +159,7 @@ impl Default for ServerBuilder {
             storage: Storage::memory(),
             limits: Limits::default(),
             fallback: None,
+            origins: OriginPolicy::default(),
         }
     }
 }
@@ -250,6 +256,33 @@ impl ServerBuilder {
         self
     }
 
+    /// The browser origins (`scheme://host[:port]`, or `*` for any) allowed to reach the
+    /// server from other sites. One policy for every request the server handles:
+    ///
+    /// * WebSocket upgrades and `POST`/`PUT`/`PATCH`/`DELETE` requests whose `Origin` is
+    ///   neither listed nor the request's own (`Origin` naming the `Host` it was sent to) are
+    ///   refused with `403`. Requests without `Origin` (non-browser clients) pass. This holds
+    ///   with no origins listed too: by default only same-origin pages and non-browser clients
+    ///   can change state.
+    /// * A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from a
+    ///   listed origin is answered `204` by the server with `Access-Control-Allow-Origin` (the
+    ///   origin), `-Methods`, `-Headers` (those requested) and `-Max-Age: 600`. Other
+    ///   `OPTIONS` requests, preflights from unlisted origins included, go to the agent
+    ///   ([`Agent::on_request`]), which may answer them itself.
+    /// * Replies to a listed origin get `Access-Control-Allow-Origin` (unless the agent set
+    ///   one); once any origin is listed, every reply gets `Vary: Origin`.
+    ///
+    /// Calls add to the list.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let more = OriginPolicy::new(origins);
+        self.origins.extend(more);
+        self
+    }
+
     /// Finishes the server.
     pub fn build(self) -> Server {
         let (shutdown, _) = watch::channel(false);
@@ -266,6 +299,7 @@ impl ServerBuilder {
                     agent_runtime: self.agent_runtime,
                 },
                 fallback: self.fallback,
+                origins: self.origins,
                 shutdown,
                 next_key: AtomicU64::new(1),
                 tasks: Arc::new(TaskCount::default()),
@@ -325,8 +359,40 @@ impl Server {
         None
     }
 
-    /// Handles one request: agent upgrade, agent HTTP request, or the fallback.
-    pub async fn handle<B>(&self, mut req: Request<B>) -> Response<Body>
+    /// Handles one request: the origin policy (see [`ServerBuilder::allowed_origins`]), then
+    /// an agent upgrade, agent HTTP request, or the fallback.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let verdict = self.inner.origins.verdict(req.headers(), req.uri());
+        let allowed = match verdict {
+            Verdict::Allowed(origin) => {
+                if origin::is_preflight(req.method(), req.headers()) {
+                    return origin::preflight(origin, req.headers());
+                }
+                Some(origin)
+            }
+            Verdict::Foreign if origin::state_changing(req.method()) || is_upgrade(&req) => {
+                tracing::info!(
+                    origin = ?req.headers().get(header::ORIGIN),
+                    method = %req.method(),
+                    "request from a foreign origin refused"
+                );
+                return origin::forbidden();
+            }
+            Verdict::NoOrigin | Verdict::SameOrigin | Verdict::Foreign => None,
+        };
+        let mut resp = self.route(req).await;
+        if self.inner.origins.is_listing() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            origin::decorate(&mut resp, allowed);
+        }
+        resp
+    }
+
+    async fn route<B>(&self, mut req: Request<B>) -> Response<Body>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
@@ -352,16 +418,12 @@ impl Server {
             return response::text(StatusCode::BAD_REQUEST, texts::INVALID_REQUEST);
         };
         let name = route.instance.into_owned();
-        let is_upgrade = req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+        let upgrade = is_upgrade(&req);
         if let Some(authorize) = &self.inner.authorize {
             let ar = AgentRequest {
                 namespace: class.namespace().to_owned(),
                 name: name.clone(),
-                upgrade: is_upgrade,
+                upgrade,
                 method: req.method().clone(),
                 uri: req.uri().clone(),
                 headers: req.headers().clone(),
@@ -370,15 +432,20 @@ impl Server {
                 return resp;
             }
         }
-        if is_upgrade {
+        if upgrade {
             let on_upgrade = hyper::upgrade::on(&mut req);
             let (parts, _body) = req.into_parts();
             return self.upgrade(parts, query, class, &name, on_upgrade).await;
         }
-        let req = match collect(req, self.inner.env.limits.max_request_body).await {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
+        let (parts, body) = req.into_parts();
+        let limit = class
+            .max_request_body(&parts)
+            .unwrap_or(self.inner.env.limits.max_request_body as u64);
+        if announced_length(&parts.headers).is_some_and(|n| n > limit) {
+            // Refused before the instance is involved and before any of the body is read.
+            return too_large();
+        }
+        let req = Request::from_parts(parts, RequestBody::new(body, limit));
         let (reply, rx) = oneshot::channel();
         let req = Box::new(req);
         if self
@@ -700,6 +767,28 @@ impl Server {
     }
 }
 
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The `Content-Length` of a request, if it has a valid one.
+fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn too_large() -> Response<Body> {
+    response::text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+}
+
 fn unavailable() -> Response<Body> {
     response::text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
 }
@@ -711,14 +800,14 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
+    if announced_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(Request::from_parts(parts, c.to_bytes())),
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() {
-                Err(response::text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Payload Too Large",
-                ))
+                Err(too_large())
             } else if e.is::<crate::BodyTimeout>() {
                 Err(response::text(
                     StatusCode::REQUEST_TIMEOUT,

@@ -167,7 +167,7 @@ impl Storage {
 
 /// A file name for a namespace or instance name: percent-encoding of everything except
 /// `[A-Za-z0-9_-]`, and a stable hash suffix instead of the tail when it gets long.
-fn file_name(name: &str) -> String {
+pub(crate) fn file_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {

@@ -151,7 +151,7 @@ async fn a_stalled_body_times_out_and_an_oversized_head_is_refused() {
     .await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
-        b"POST /agents/test-agent/a/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nonly a little",
+        b"POST /agents/test-agent/a/status HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nonly a little",
     )
     .await
     .unwrap();

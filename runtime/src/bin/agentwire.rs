@@ -3,6 +3,7 @@
 //! ```sh
 //! agentwire                   # = agentwire serve
 //! agentwire serve [--addr 127.0.0.1:8787] [--data ./agentwire-data] [--no-deflate]
+//!                 [--allow-origin ORIGIN]...
 //!                             # the demo agents and their page at http://127.0.0.1:8787/
 //! agentwire tail <http-url>   # follow an SSE stream: one JSON line per event, resumes with Last-Event-ID
 //! ```
@@ -11,13 +12,17 @@ use agentwire::{Limits, Storage};
 use agentwire_sse::ReconnectPolicy;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: agentwire [serve [--addr HOST:PORT] [--data DIR] [--no-deflate]]
+const USAGE: &str = "usage: agentwire [serve [--addr HOST:PORT] [--data DIR] [--no-deflate]
+                        [--allow-origin ORIGIN]...]
        agentwire tail <http://host:port/path>
 
-  serve  run the demo agents (CounterAgent, ChatRoom, TaskRunner) and their page at /;
+  serve  run the demo agents (CounterAgent, ChatRoom, TaskRunner, FilesAgent) and their page at /;
          --addr defaults to 127.0.0.1:8787, --data (SQLite files) to ./agentwire-data.
          WebSocket messages are compressed (permessage-deflate) with clients that offer it,
-         as browsers do, unless --no-deflate.
+         as browsers do, unless --no-deflate. Pages from other sites may not open
+         WebSockets or send POST/PUT/PATCH/DELETE requests unless their origin is given
+         with --allow-origin (scheme://host[:port], or * for any; repeatable), which also
+         answers their CORS preflights.
          This is what `agentwire` without arguments does. Stops on Ctrl-C or SIGTERM.
   tail   follow a Server-Sent Events stream, printing each event as a JSON line
          {\"type\":…,\"data\":…,\"lastEventId\":…}; reconnects with Last-Event-ID after the
@@ -54,6 +59,7 @@ async fn serve(args: &[&str]) -> ExitCode {
     let mut addr = DEFAULT_ADDR.to_owned();
     let mut data = DEFAULT_DATA.to_owned();
     let mut deflate = true;
+    let mut origins = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match *arg {
@@ -66,6 +72,10 @@ async fn serve(args: &[&str]) -> ExitCode {
                 None => return usage_error("--data needs a directory"),
             },
             "--no-deflate" => deflate = false,
+            "--allow-origin" => match it.next() {
+                Some(v) => origins.push((*v).to_owned()),
+                None => return usage_error("--allow-origin needs an origin"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -85,7 +95,10 @@ async fn serve(args: &[&str]) -> ExitCode {
     }
     #[cfg(not(feature = "deflate"))]
     let _ = deflate;
-    let server = agentwire::demo::server(Storage::sqlite(&data), limits);
+    let runner = agentwire::demo::tasks::TaskRunner::new();
+    let server = agentwire::demo::builder(Storage::sqlite(&data), limits, runner)
+        .allowed_origins(origins)
+        .build();
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {

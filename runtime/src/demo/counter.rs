@@ -13,9 +13,10 @@
 
 use crate::body::response;
 use crate::protocol::RawJson;
-use crate::{Agent, BoxError, Call, Connection, Context, Message, Reply, RpcError, StateSource};
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use crate::{
+    Agent, BoxError, Call, Connection, Context, HttpRequest, Message, Reply, RpcError, StateSource,
+};
+use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Number, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -310,7 +311,7 @@ impl Agent for CounterAgent {
     async fn on_request(
         &mut self,
         cx: &mut Context<Self>,
-        req: Request<Bytes>,
+        req: HttpRequest,
     ) -> Result<Response<crate::Body>, BoxError> {
         let path = req.uri().path();
         if path.ends_with("/status") {

@@ -5,17 +5,19 @@
 //! | [`CounterAgent`](counter::CounterAgent) | `/agents/counter-agent/{name}` | the interop test contract: state sync, RPC, streaming, broadcast, SSE |
 //! | [`ChatRoom`](chat::ChatRoom) | `/agents/chat-room/{room}?username=NAME` | join / leave, presence from per-connection state, history in SQLite |
 //! | [`TaskRunner`](tasks::TaskRunner) | `/agents/task-runner/{name}/tasks` | REST + SSE: token output streamed with ids, resumable with `Last-Event-ID` |
+//! | [`FilesAgent`](files::FilesAgent) | `/agents/files-agent/{name}/upload`, `…/files` | `multipart/form-data` uploads streamed to disk, CORS for the allowed origins |
 //!
-//! [`server`] builds a [`Server`] with all three and the page ([`INDEX_HTML`]) at `/`: one
+//! [`server`] builds a [`Server`] with all four and the page ([`INDEX_HTML`]) at `/`: one
 //! self-contained HTML file (no build step, no external resources) using the browser's
 //! `WebSocket`, `fetch` and `EventSource`.
 
 pub mod chat;
 pub mod counter;
+pub mod files;
 pub mod tasks;
 
 use crate::body::response;
-use crate::{Body, Limits, Server, Storage};
+use crate::{Body, Limits, Server, ServerBuilder, Storage};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
@@ -29,14 +31,28 @@ pub fn server(storage: Storage, limits: Limits) -> Server {
 
 /// [`server`] with the given task runner (e.g. a faster one in tests).
 pub fn server_with(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> Server {
+    builder(storage, limits, runner).build()
+}
+
+/// The builder behind [`server_with`], for more settings (e.g.
+/// [`allowed_origins`](ServerBuilder::allowed_origins), as `agentwire serve --allow-origin`).
+/// [`FilesAgent`](files::FilesAgent) keeps its files in the storage's data directory, or
+/// with [`Storage::memory`] in a directory under the system's temporary directory.
+pub fn builder(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> ServerBuilder {
+    let files_root = storage.dir().map_or_else(
+        || std::env::temp_dir().join(format!("agentwire-files-{}", std::process::id())),
+        |d| d.to_path_buf(),
+    );
     Server::builder()
         .agent("CounterAgent", |_name| counter::CounterAgent::new())
         .agent("ChatRoom", |_name| chat::ChatRoom::new())
         .agent("TaskRunner", move |_name| runner.clone())
+        .agent("FilesAgent", move |_name| {
+            files::FilesAgent::new(&files_root)
+        })
         .storage(storage)
         .limits(limits)
         .fallback(|req| async move { page(&req) })
-        .build()
 }
 
 /// Answers the requests that are not agent requests: the page at `/` and `/index.html`,

@@ -17,9 +17,8 @@
 
 use crate::body::response;
 use crate::sse;
-use crate::{Agent, Body, BoxError, Context};
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use crate::{Agent, Body, BoxError, Context, HttpRequest, RequestExt};
+use http::{Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -228,7 +227,7 @@ impl Agent for TaskRunner {
     async fn on_request(
         &mut self,
         cx: &mut Context<Self>,
-        req: Request<Bytes>,
+        mut req: HttpRequest,
     ) -> Result<Response<Body>, BoxError> {
         // The segments after `/{prefix}/{namespace}/{name}`.
         let path = req.uri().path().to_owned();
@@ -240,7 +239,8 @@ impl Agent for TaskRunner {
         let method = req.method().clone();
         match rest {
             ["tasks"] if method == Method::POST => {
-                let prompt = match prompt_of(req.body()) {
+                let body = req.bytes().await?; // at most `Limits::max_request_body`, else 413
+                let prompt = match prompt_of(&body) {
                     Ok(p) => p,
                     Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e)),
                 };

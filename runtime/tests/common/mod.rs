@@ -198,13 +198,14 @@ impl Agent for TestAgent {
     async fn on_request(
         &mut self,
         cx: &mut Context<Self>,
-        req: Request<Bytes>,
+        mut req: agentwire::HttpRequest,
     ) -> Result<Response<agentwire::Body>, BoxError> {
         let path = req.uri().path().to_owned();
         if path.ends_with("/status") {
+            let body = agentwire::RequestExt::bytes(&mut req).await?;
             return Ok(response::json(&json!({
                 "name": cx.name(), "state": cx.state(), "connections": cx.connections().count(),
-                "method": req.method().as_str(), "body": String::from_utf8_lossy(req.body()),
+                "method": req.method().as_str(), "body": String::from_utf8_lossy(&body),
             })));
         }
         if path.ends_with("/feed") {
