@@ -115,6 +115,47 @@
 //! | [`Limits::sse_log_len`] (events kept per SSE stream) | 1,000 | oldest dropped |
 //! | [`sse::DEFAULT_QUEUE`] (chunks per SSE response) | 256 | subscriber dropped; it resumes with `Last-Event-ID` |
 //! | [`Limits::shutdown_grace`] | 5 s | remaining tasks are abandoned |
+//! | [`Limits::max_connections`] (open sockets of [`Server::serve`]) | open-files limit − 3 × awake instances − 64 | the oldest idle HTTP connection is closed to make room; with none idle, `503` at once |
+//! | [`Limits::request_head_timeout`] | 20 s | the connection is closed (slow or stalled heads) |
+//! | [`Limits::max_request_head`] (request line + headers, so also the URI a WebSocket keeps) | 16 KiB | `431` |
+//! | [`Limits::request_body_timeout`] (no body data for this long) | 20 s | `408` |
+//! | [`Limits::keep_alive_timeout`] (HTTP connection without a request) | 20 s | closed |
+//! | [`Limits::ws_write_timeout`] (a WebSocket write without progress) | 20 s | the socket is dropped, its queue freed; a queue overflow drops it at once |
+//! | `WsConfig::close_timeout` ([`Limits::ws`]) | 5 s | the socket is dropped when the peer does not answer our Close |
+//! | [`Limits::max_open_instances`] (awake instances, each holding its database) | open-files limit / 16, 16–1,024 | the least recently active one hibernates |
+//! | `agentwire::server_deflate` (feature `deflate`) release time | 10 s | idle compressor / decompressor freed |
+//!
+//! # Hooks never block a thread
+//!
+//! Hooks are `async` and run on the runtime's worker threads: while a hook awaits (a model
+//! call, a tool, another agent), other instances run. A hook must not *block* its thread —
+//! CPU-heavy work (parsing a large document, embeddings on the CPU, compression) belongs in
+//! `tokio::task::spawn_blocking`, whose result the hook awaits:
+//!
+//! ```
+//! # async fn heavy(input: Vec<u8>) -> Result<usize, agentwire::RpcError> {
+//! let n = tokio::task::spawn_blocking(move || input.iter().filter(|b| **b == b'\n').count())
+//!     .await
+//!     .map_err(agentwire::RpcError::new)?;
+//! # Ok(n) }
+//! ```
+//!
+//! A hook that blocks anyway holds one worker until it returns — and tokio drives sockets and
+//! timers from an idle worker, so on a small machine that can stall I/O for every connection.
+//! [`ServerBuilder::agent_runtime`] runs the instances on a runtime of their own (what
+//! `agentwire serve` does): then sockets, HTTP and other instances keep going. Loops that
+//! stream chunks end when the caller leaves: [`RpcStream::send`] fails with
+//! `Connection closed`.
+//!
+//! # Access control
+//!
+//! * [`ServerBuilder::authorize`] decides on every agent request (HTTP or upgrade) before
+//!   anything of the instance is started or created on disk: authentication (a token in a
+//!   header or the query, see [`AgentRequest`]) and which instance names may exist.
+//! * [`ServerBuilder::allowed_origins`]: browsers' cross-site WebSocket upgrades and
+//!   state-changing requests are refused (`403`) unless their `Origin` is listed; requests
+//!   without `Origin` (non-browser clients) and same-origin ones pass.
+//! * [`Server::delete_instance`] closes an instance's sockets (`4004`) and removes its data.
 //!
 //! # HTTP: request bodies, uploads, CORS
 //!
