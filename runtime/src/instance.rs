@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -92,6 +93,8 @@ pub(crate) struct Awake(Arc<AwakeInner>);
 
 #[derive(Debug, Default)]
 struct AwakeInner {
+    /// One permit per instance that may be awake.
+    sem: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     clock: std::sync::atomic::AtomicU64,
     set: Mutex<HashMap<u64, AwakeEntry>>,
     next_id: std::sync::atomic::AtomicU64,
@@ -108,56 +111,86 @@ struct AwakeEntry {
 pub(crate) struct AwakeTicket {
     id: u64,
     last: Arc<std::sync::atomic::AtomicU64>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// No instance could be hibernated to make room within the wait: the server is at
+/// `Limits::max_open_instances` with every awake instance busy (`503`).
+#[derive(Debug, thiserror::Error)]
+#[error("too many agent instances awake; try again later")]
+pub(crate) struct Busy;
 
 impl Awake {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, AwakeEntry>> {
         self.0.set.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a waking instance; when `max` are awake already, the least recently active
-    /// one is asked to hibernate first.
-    fn wake(&self, tx: mpsc::WeakSender<Cmd>, max: usize) -> AwakeTicket {
+    /// Registers a waking instance, waiting for a place when `max` are awake already (the
+    /// least recently active one is asked to hibernate to make room); fails when none frees
+    /// up within 10 s.
+    async fn wake(&self, tx: mpsc::WeakSender<Cmd>, max: usize) -> Result<AwakeTicket, Busy> {
         use std::sync::atomic::Ordering::Relaxed;
+        let sem = self
+            .0
+            .sem
+            .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(max.max(1))))
+            .clone();
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.ask_one_to_hibernate(max);
+                let wait = tokio::time::timeout(Duration::from_secs(10), sem.acquire_owned());
+                match wait.await {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(Busy),
+                }
+            }
+        };
         let id = self.0.next_id.fetch_add(1, Relaxed);
         let last = Arc::new(std::sync::atomic::AtomicU64::new(
             self.0.clock.fetch_add(1, Relaxed),
         ));
-        let mut set = self.lock();
-        if set.len() >= max.max(1) {
-            let victim = set
-                .iter()
-                .min_by_key(|(_, e)| e.last.load(Relaxed))
-                .map(|(id, e)| (*id, e.tx.clone()));
-            if let Some((vid, vtx)) = victim {
-                // it leaves the set when it hibernates (or now, if it is gone)
-                match vtx.upgrade() {
-                    Some(tx) => {
-                        let _ = tx.try_send(Cmd::Hibernate);
-                        // not asked again while it gets to it
-                        if let Some(e) = set.get(&vid) {
-                            e.last.store(u64::MAX, Relaxed);
-                        }
-                    }
-                    None => {
-                        set.remove(&vid);
-                    }
-                }
-                tracing::debug!(
-                    awake = set.len(),
-                    max,
-                    "too many instances awake; hibernating the least recently active"
-                );
-            }
-        }
-        set.insert(
+        self.lock().insert(
             id,
             AwakeEntry {
                 last: last.clone(),
                 tx,
             },
         );
-        AwakeTicket { id, last }
+        Ok(AwakeTicket {
+            id,
+            last,
+            _permit: permit,
+        })
+    }
+
+    /// Asks the least recently active awake instance to hibernate.
+    fn ask_one_to_hibernate(&self, max: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut set = self.lock();
+        let victim = set
+            .iter()
+            .min_by_key(|(_, e)| e.last.load(Relaxed))
+            .map(|(id, e)| (*id, e.tx.clone()));
+        if let Some((vid, vtx)) = victim {
+            match vtx.upgrade() {
+                Some(tx) => {
+                    let _ = tx.try_send(Cmd::Hibernate);
+                    // not asked again while it gets to it
+                    if let Some(e) = set.get(&vid) {
+                        e.last.store(u64::MAX, Relaxed);
+                    }
+                }
+                None => {
+                    set.remove(&vid);
+                }
+            }
+            tracing::debug!(
+                awake = set.len(),
+                max,
+                "too many instances awake; hibernating the least recently active"
+            );
+        }
     }
 
     fn touch(&self, t: &AwakeTicket) {
@@ -366,7 +399,8 @@ impl<A: Agent> Actor<A> {
             let ticket = self
                 .env
                 .awake
-                .wake(self.me.clone(), self.env.limits.open_instances_cap());
+                .wake(self.me.clone(), self.env.limits.open_instances_cap())
+                .await?;
             self.awake = Some(ticket);
         }
         let store = self.env.storage.open(&self.cx.namespace, &self.cx.name)?;
@@ -437,22 +471,27 @@ impl<A: Agent> Actor<A> {
 
     async fn handle_event(&mut self, cmd: Cmd) {
         if let Err(e) = self.wake().await {
-            tracing::error!(error = %e, "agent instance failed to start");
+            let busy = e.is::<Busy>();
+            let (status, text, code) = if busy {
+                tracing::warn!(error = %e, "agent instance not started");
+                (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", 1013)
+            } else {
+                tracing::error!(error = %e, "agent instance failed to start");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    1011,
+                )
+            };
             match cmd {
                 Cmd::Connect { reply, .. } => {
-                    let _ = reply.send(Some(response::text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal Server Error",
-                    )));
+                    let _ = reply.send(Some(response::text(status, text)));
                 }
                 Cmd::Request { reply, .. } => {
-                    let _ = reply.send(response::text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal Server Error",
-                    ));
+                    let _ = reply.send(response::text(status, text));
                 }
                 Cmd::Text { conn, .. } | Cmd::Binary { conn, .. } => {
-                    conn.close(1011, "agent failed to start");
+                    conn.close(code, "agent failed to start");
                 }
                 Cmd::Close { conn, .. } => {
                     self.cx.conns.remove(&conn.key());
