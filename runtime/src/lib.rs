@@ -143,6 +143,7 @@ pub mod client;
 mod connection;
 pub mod demo;
 mod instance;
+pub mod metrics;
 mod server;
 pub mod sse;
 mod store;

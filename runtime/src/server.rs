@@ -214,6 +214,7 @@ impl Server {
                 match tx.try_send(cmd) {
                     Ok(()) => return Some(tx),
                     Err(mpsc::error::TrySendError::Full(c)) => {
+                        crate::metrics::instance_queue_full();
                         cmd = c;
                         tx
                     }
@@ -297,7 +298,10 @@ impl Server {
     ) -> Response<Body> {
         let upgrade = match handshake::from_parts(&parts) {
             Ok(u) => u,
-            Err(e) => return handshake::reject(&e).map(|()| Body::empty()),
+            Err(e) => {
+                tracing::info!(error = %e, "websocket handshake refused");
+                return handshake::reject(&e).map(|()| Body::empty());
+            }
         };
         let query = query.unwrap_or("");
         if query_param(query, "__agents_transport").is_some_and(|t| t == "capnweb") {
@@ -321,11 +325,18 @@ impl Server {
             reply,
         };
         let Some(tx) = self.deliver(&class, name, cmd).await else {
+            tracing::warn!(agent = class.namespace(), name, "instance unavailable");
             return unavailable();
         };
         match rx.await {
             Ok(None) => {}
-            Ok(Some(resp)) => return resp,
+            Ok(Some(resp)) => {
+                tracing::info!(
+                    status = resp.status().as_u16(),
+                    "websocket refused by the agent"
+                );
+                return resp;
+            }
             Err(_) => return unavailable(),
         }
         let guard = self.inner.tasks.enter();
@@ -343,7 +354,7 @@ impl Server {
             limits.ws = limits.ws.with_deflate(Some(n));
         }
         let shutdown = self.inner.shutdown.subscribe();
-        let span = tracing::debug_span!("ws", id = conn.id());
+        let span = tracing::info_span!("ws", agent = class.namespace(), name, id = conn.id());
         let fut = tracing::Instrument::instrument(
             async move {
                 let _guard = guard;
@@ -404,9 +415,9 @@ impl Server {
             tokio::select! {
                 _ = &mut signal => break,
                 r = listener.accept() => match r {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        self.spawn_http(stream);
+                        self.spawn_http(stream, peer);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -442,15 +453,23 @@ impl Server {
         let _ = tokio::time::timeout(self.inner.env.limits.shutdown_grace, wait).await;
     }
 
-    fn spawn_http(&self, stream: tokio::net::TcpStream) {
+    fn spawn_http(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
         let server = self.clone();
         let guard = self.inner.tasks.enter();
         let mut shutdown = self.inner.shutdown.subscribe();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("http", %peer);
+        let task = async move {
             let _guard = guard;
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(req).await) }
+                let span =
+                    tracing::info_span!("request", method = %req.method(), path = req.uri().path());
+                let fut = async move {
+                    let resp = server.handle(req).await;
+                    tracing::debug!(status = resp.status().as_u16(), "response");
+                    Ok::<_, Infallible>(resp)
+                };
+                tracing::Instrument::instrument(fut, span)
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -467,7 +486,8 @@ impl Server {
             }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     /// Diagnostics of a running instance (`None` if it was never used).

@@ -109,6 +109,8 @@ pub(crate) async fn drive(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let pacing = (limits.connect_pacing, limits.mcp_frame_delay);
+    let (_open, opened) = (crate::metrics::ws_opened(), Instant::now());
+    tracing::info!("websocket open");
     let mut ws = Ws::new(Role::Server, limits.ws, Instant::now());
     // A copy: `initial` is a view of hyper's whole read buffer, which it would keep alive.
     let mut rbuf = BytesMut::from(&initial[..]);
@@ -139,7 +141,10 @@ pub(crate) async fn drive(
                 _ = tokio::time::sleep(d) => {}
                 r = io.read_some(&mut rbuf) => match r {
                     Ok(0) | Err(_) => eof = true,
-                    Ok(_) => client_spoke = true,
+                    Ok(n) => {
+                        crate::metrics::wire_in(n);
+                        client_spoke = true;
+                    }
                 },
             }
         }
@@ -171,6 +176,7 @@ pub(crate) async fn drive(
         while let Some(ev) = ws.poll_event() {
             match ev {
                 Event::Text(text) => {
+                    crate::metrics::message_in(text.len());
                     let cmd = Cmd::Text {
                         conn: conn.clone(),
                         text,
@@ -180,6 +186,7 @@ pub(crate) async fn drive(
                     }
                 }
                 Event::Binary(data) => {
+                    crate::metrics::message_in(data.len());
                     let cmd = Cmd::Binary {
                         conn: conn.clone(),
                         data,
@@ -215,6 +222,9 @@ pub(crate) async fn drive(
             let (code, reason) = received_close
                 .or(sent_close)
                 .unwrap_or((CloseCode::ABNORMAL.0, String::new()));
+            let ms = opened.elapsed().as_millis() as u64;
+            tracing::info!(code, reason, clean, duration_ms = ms, "websocket closed");
+            crate::metrics::ws_closed(code);
             let _ = instance
                 .send(Cmd::Close {
                     conn: conn.clone(),
@@ -246,7 +256,10 @@ pub(crate) async fn drive(
             r = io.read_some(&mut rbuf) => {
                 match r {
                     Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
-                    Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
+                    Ok(n) => {
+                        crate::metrics::wire_in(n);
+                        ws.handle_input(Instant::now(), &mut rbuf);
+                    }
                 }
                 if out_open {
                     drain_out(&mut ws, &conn, &mut out_rx, None, &mut sent_close);
@@ -291,11 +304,14 @@ fn apply(ws: &mut Ws, conn: &Connection, out: Out, sent_close: &mut Option<(u16,
     match out {
         Out::Msg(msg) => {
             conn.dequeued(&msg);
+            crate::metrics::message_out(&msg);
             let r = match msg {
                 Message::Text(t) => ws.send_text(t),
                 Message::Binary(b) => ws.send_binary(b),
             };
             if let Err(agentwire_ws::SendError::BufferFull { .. }) = r {
+                crate::metrics::connection_overflow();
+                tracing::warn!(id = conn.id(), "send buffer full; closing the connection");
                 let _ = ws.close(Instant::now(), CloseCode::POLICY, "send queue full");
             }
         }
@@ -350,6 +366,7 @@ async fn write_pending(ws: &mut Ws, io: &mut Transport) -> std::io::Result<()> {
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            crate::metrics::wire_out(n);
             IoSlice::advance_slices(&mut bufs, n);
         }
         io.flush().await?;

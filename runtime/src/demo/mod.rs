@@ -15,7 +15,7 @@ pub mod counter;
 pub mod tasks;
 
 use crate::body::response;
-use crate::{Body, Limits, Server, Storage};
+use crate::{Body, Limits, Server, ServerBuilder, Storage};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
@@ -29,20 +29,33 @@ pub fn server(storage: Storage, limits: Limits) -> Server {
 
 /// [`server`] with the given task runner (e.g. a faster one in tests).
 pub fn server_with(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> Server {
+    builder(storage, limits, runner)
+        .fallback(|req| async move { page(&req) })
+        .build()
+}
+
+/// A builder with the demo agents, `storage` and `limits`, but no fallback: add one that ends
+/// in [`page`] (as `agentwire serve` does, to answer `/healthz` and the like first).
+pub fn builder(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> ServerBuilder {
     Server::builder()
         .agent("CounterAgent", |_name| counter::CounterAgent::new())
         .agent("ChatRoom", |_name| chat::ChatRoom::new())
         .agent("TaskRunner", move |_name| runner.clone())
         .storage(storage)
         .limits(limits)
-        .fallback(|req| async move { page(&req) })
-        .build()
 }
 
 /// Answers the requests that are not agent requests: the page at `/` and `/index.html`,
-/// `404` otherwise.
+/// the process's main [`metrics`](crate::metrics::snapshot) as JSON at `/stats` (for the
+/// page's traffic figures), `404` otherwise.
 pub fn page(req: &Request<Bytes>) -> Response<Body> {
     match req.uri().path() {
+        "/stats" if req.method() == Method::GET => {
+            let mut r = response::json(&crate::metrics::snapshot());
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         "/" | "/index.html" if req.method() == Method::GET || req.method() == Method::HEAD => {
             let mut r = Response::new(if req.method() == Method::HEAD {
                 Body::empty()
