@@ -135,6 +135,8 @@
 //! [`Storage::sqlite`] keeps one database per instance under a data directory; a state update
 //! is committed before it is broadcast or acknowledged. [`Storage::memory`] is for tests.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod agent;
 pub mod body;
 // The Rust `AgentClient`, only with the `client` feature (documented in the module).
