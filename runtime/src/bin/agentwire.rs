@@ -48,7 +48,7 @@ struct LogArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the demo agents (CounterAgent, ChatRoom, TaskRunner) and their page at `/`.
+    /// Run the demo agents (CounterAgent, ChatRoom, TaskRunner, Presence) and their page at `/`.
     ///
     /// WebSocket messages are compressed (permessage-deflate) with clients that offer it, as
     /// browsers do, unless --no-deflate. `/healthz` and `/readyz` answer on the same address

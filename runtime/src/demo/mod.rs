@@ -5,13 +5,15 @@
 //! | [`CounterAgent`](counter::CounterAgent) | `/agents/counter-agent/{name}` | the interop test contract: state sync, RPC, streaming, broadcast, SSE |
 //! | [`ChatRoom`](chat::ChatRoom) | `/agents/chat-room/{room}?username=NAME` | join / leave, presence from per-connection state, history in SQLite |
 //! | [`TaskRunner`](tasks::TaskRunner) | `/agents/task-runner/{name}/tasks` | REST + SSE: token output streamed with ids, resumable with `Last-Event-ID` |
+//! | [`Presence`](presence::Presence) | `/agents/presence/{name}` | the number of connected tabs, a paced streaming call (`countdown`) |
 //!
-//! [`server`] builds a [`Server`] with all three and the page ([`INDEX_HTML`]) at `/`: one
+//! [`server`] builds a [`Server`] with all four and the page ([`INDEX_HTML`]) at `/`: one
 //! self-contained HTML file (no build step, no external resources) using the browser's
 //! `WebSocket`, `fetch` and `EventSource`.
 
 pub mod chat;
 pub mod counter;
+pub mod presence;
 pub mod tasks;
 
 use crate::body::response;
@@ -41,6 +43,7 @@ pub fn builder(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> S
         .agent("CounterAgent", |_name| counter::CounterAgent::new())
         .agent("ChatRoom", |_name| chat::ChatRoom::new())
         .agent("TaskRunner", move |_name| runner.clone())
+        .agent("Presence", |_name| presence::Presence::new())
         .storage(storage)
         .limits(limits)
 }
