@@ -249,3 +249,20 @@ fn serve_logs_and_answers_health_and_metrics() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn json_log_lines_parse_and_carry_the_spans() {
+    let data = temp_data("json");
+    let (serve, addr) = serve(&data, &["--log-format", "json"]);
+    let start: serde_json::Value = serde_json::from_str(&serve.line("demo at http://")).unwrap();
+    assert_eq!(start["level"], "INFO");
+    let _ws = websocket(&addr);
+    let open: serde_json::Value = serde_json::from_str(&serve.line("websocket open")).unwrap();
+    assert_eq!(open["fields"]["message"], "websocket open");
+    let spans = open["spans"].as_array().unwrap();
+    let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["http", "request", "ws"], "{open}");
+    assert_eq!(open["span"]["agent"], "counter-agent");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&data);
+}
