@@ -94,6 +94,8 @@
 //! Errors of this crate's own constructors ([`ProtocolError`]) are lowercase and never go on
 //! the wire.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod calls;
 mod classify;
 mod error;

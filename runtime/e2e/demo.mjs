@@ -7,9 +7,13 @@
 // (SIGKILL, as a crash) and starts it again on the same port and data directory to check
 // that the page reconnects by itself. Everything is observed through the page's UI (the
 // element ids of runtime/src/demo/index.html). One `ok - …` line per check; exit status 1
-// on the first failure (with the pages' state and the server log printed).
+// on the first failure (with the pages' state and the server log printed). Screenshots of
+// the page, wide and narrow, go to runtime/e2e/artifacts/ (git-ignored; E2E_ARTIFACTS
+// overrides the folder).
 import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const [bin, dataDir] = process.argv.slice(2);
@@ -78,6 +82,8 @@ async function snapshot(page) {
       chatLog: t('chat-log').slice(-300),
       taskStatus: t('task-status'), taskOutput: t('task-output').slice(-200),
       taskMeta: t('task-meta'), taskError: t('task-error'), globalError: t('global-error'),
+      tabs: t('tabs'), compression: t('compression'), countdown: t('countdown-chunks'),
+      countdownResult: t('countdown-result'), taskRate: t('task-rate'), frames: t('frame-count'),
     };
   }).catch((e) => `(page unavailable: ${e.message})`);
 }
@@ -125,6 +131,21 @@ try {
   }
   ok('the page loads in two browser contexts and both show "connected" and a count');
 
+  // The header: the connected-tab count (Presence) and the negotiated compression.
+  for (const p of pages) {
+    await until(p, 'the header says "2 tabs connected"',
+      () => document.getElementById('tabs').textContent === '2 tabs connected');
+    await until(p, 'the header says compression is on',
+      () => /^compression on \(permessage-deflate\)$/.test(document.getElementById('compression').textContent));
+  }
+  ok('header: both pages show "2 tabs connected" and "compression on (permessage-deflate)"');
+
+  // The frame log shows the connect sequence the server sent on the counter socket.
+  await until(p1, 'the frame log holds the counter socket\'s cf_agent_identity frame', () =>
+    [...document.querySelectorAll('#frames div.in')].some((d) =>
+      d.querySelector('.s').textContent === 'counter' &&
+      d.querySelector('.t').textContent.includes('"type":"cf_agent_identity"')));
+
   // 1. Counter: a click on page 1 shows on page 2.
   const before = Number(await text(p1, 'count'));
   await p1.click('#inc');
@@ -137,6 +158,38 @@ try {
   await until(p1, `count ${before + 3} on page 1`,
     (n) => document.getElementById('count').textContent === String(n), before + 3);
   ok(`counter: +1 on page 1 shows ${before + 1} on page 2, +2 on page 2 shows ${before + 3} on page 1`);
+  // … and the call this tab sent (↑), with its reply and the state broadcast (↓).
+  await until(p1, 'the frame log holds the increment call (↑) and its reply (↓)', () => {
+    const rows = [...document.querySelectorAll('#frames div')].map((d) =>
+      [d.className, d.querySelector('.s').textContent, d.querySelector('.t').textContent]);
+    return rows.some(([c, s, t]) => c === 'out' && s === 'counter' && t.includes('"method":"increment"')) &&
+      rows.some(([c, s, t]) => c === 'in' && s === 'counter' && t.includes('"type":"rpc"') && t.includes('"done":true'));
+  });
+  ok('frame log: the connect frames, the increment call sent and its reply are listed');
+
+  // Streaming RPC: countdown(4, 150) shows its chunks one by one, then the result.
+  await p1.fill('#countdown-n', '4');
+  await p1.fill('#countdown-ms', '150');
+  await p1.evaluate(() => {
+    window.__e2eChunks = [];
+    const list = document.getElementById('countdown-chunks');
+    new MutationObserver(() => window.__e2eChunks.push(list.childElementCount))
+      .observe(list, { childList: true });
+  });
+  await p1.click('#countdown-run');
+  await until(p1, 'the countdown result "liftoff"', () =>
+    /^result "liftoff" after \d+ ms, 4 chunks$/.test(document.getElementById('countdown-result').textContent));
+  const chunks = await p1.evaluate(() => [...document.querySelectorAll('#countdown-chunks li')].map((li) =>
+    [li.querySelector('b').textContent, Number(li.querySelector('small').textContent.match(/\d+/)[0])]));
+  const grew = await p1.evaluate(() => window.__e2eChunks.filter((n) => n > 0));
+  if (JSON.stringify(chunks.map((c) => c[0])) !== '["4","3","2","1"]') {
+    throw new Error('countdown chunks: ' + JSON.stringify(chunks));
+  }
+  // The server sleeps 150 ms after each chunk: 3 gaps between the first and the last.
+  if (chunks[3][1] - chunks[0][1] < 300 || JSON.stringify(grew) !== '[1,2,3,4]') {
+    throw new Error(`countdown chunks did not arrive one by one: ${JSON.stringify(chunks)} ${JSON.stringify(grew)}`);
+  }
+  ok(`streaming RPC: countdown(4, 150) chunks 4,3,2,1 appeared one by one (at ${chunks.map((c) => c[1]).join(', ')} ms), then "liftoff"`);
 
   // 2. Chat: both join, presence lists both, a message from page 1 reaches page 2.
   const names = ['alice', 'bob'];
@@ -204,8 +257,42 @@ try {
   }
   await until(p1, 'task meta "… done, K/K tokens"',
     () => /: done, (\d+)\/\1 tokens/.test(document.getElementById('task-meta').textContent));
+  const progress = await p1.evaluate(() => {
+    const p = document.getElementById('task-progress');
+    return { value: p.value, max: p.max, rate: document.getElementById('task-rate').textContent };
+  });
+  if (progress.value !== progress.max || progress.max < 5 || !/^\d+(\.\d)? tokens\/s$/.test(progress.rate)) {
+    throw new Error('task progress: ' + JSON.stringify(progress));
+  }
   if (await text(p1, 'task-error')) throw new Error('task: error shown: ' + await text(p1, 'task-error'));
   ok(`task: output grew in ${runningLens.length} steps while running, then "done" with the full ${final.length}-char text`);
+  ok(`task: the progress bar is full (${progress.value}/${progress.max}) and shows ${progress.rate}`);
+
+  // Traffic: the server's figures, polled from /stats.
+  await until(p1, 'traffic figures from the server', () =>
+    /^\d+ \/ \d+$/.test(document.getElementById('traffic-messages').textContent) &&
+    /\d/.test(document.getElementById('traffic-wire').textContent) &&
+    /%\)$/.test(document.getElementById('traffic-saved').textContent));
+  const saved = await text(p1, 'traffic-saved');
+  ok(`traffic: the server's message and byte counts are shown (saved by compression: ${saved})`);
+
+  // Screenshots (wide, then narrow) and the narrow layout's fit.
+  const artifacts = process.env.E2E_ARTIFACTS ?? fileURLToPath(new URL('./artifacts/', import.meta.url));
+  mkdirSync(artifacts, { recursive: true });
+  await p1.setViewportSize({ width: 1280, height: 900 });
+  await p1.screenshot({ path: `${artifacts}/demo-wide.png`, fullPage: true });
+  await p1.setViewportSize({ width: 390, height: 844 });
+  const fit = await p1.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+    columns: getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length,
+  }));
+  if (fit.scroll > fit.width || fit.columns !== 1) {
+    throw new Error('the narrow layout does not fit: ' + JSON.stringify(fit));
+  }
+  await p1.screenshot({ path: `${artifacts}/demo-narrow.png`, fullPage: true });
+  await p1.setViewportSize({ width: 1280, height: 720 });
+  ok(`layout: one column without horizontal scrolling at 390 px; screenshots in ${artifacts}`);
 
   // 4./5. Restart: kill the server; the pages show it; start it again; they reconnect.
   const beforeRestart = Number(await text(p1, 'count'));
@@ -250,6 +337,8 @@ try {
       (n) => document.getElementById('count').textContent === String(n), beforeRestart);
     await until(p, 'the connection error message cleared',
       () => document.getElementById('counter-error').textContent === '');
+    await until(p, '"2 tabs connected" again after the restart',
+      () => document.getElementById('tabs').textContent === '2 tabs connected');
   }
   ok(`restart: same port and data dir; both pages reconnected by themselves and show the count ${beforeRestart} from before`);
   await p2.click('#inc');
@@ -273,6 +362,7 @@ try {
     if (g) throw new Error('page error shown: ' + g);
   }
   ok('no uncaught errors in either page');
+
 
   // agentwire serve accepts permessage-deflate, which Chromium offers on every socket
   const ext = await pages[0].evaluate(() => new Promise((resolve, reject) => {

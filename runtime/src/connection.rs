@@ -235,6 +235,7 @@ impl Connection {
             self.inner.queued.fetch_sub(len, Ordering::Relaxed);
             if !self.inner.overflowed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(id = %self.inner.id, queued, "send queue full; closing the connection");
+                crate::metrics::connection_overflow();
                 let _ = self
                     .inner
                     .tx

@@ -290,7 +290,9 @@ struct Actor<A: Agent> {
 
 impl<A: Agent> Actor<A> {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut gauge = crate::metrics::InstanceGauge::default();
         loop {
+            gauge.set(self.agent.is_some());
             let idle = self.env.limits.idle_timeout.filter(|_| {
                 self.agent.is_some() || (self.cx.conns.is_empty() && self.cx.sse.is_empty())
             });
@@ -549,12 +551,14 @@ impl<A: Agent> Actor<A> {
                             conn: conn.clone(),
                         };
                         cx.current = Some(conn.clone());
+                        let t = crate::metrics::start();
                         let res = guard(agent.on_call(cx, call)).await.unwrap_or_else(|()| {
                             panicked = true;
                             Err(RpcError::new("Internal error"))
                         });
                         cx.current = None;
                         let _ = conn.send_text(encode_reply(id, &method, res));
+                        crate::metrics::rpc_done(t);
                     }
                     _ => {
                         cx.current = Some(conn.clone());

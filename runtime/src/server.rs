@@ -339,6 +339,7 @@ impl Server {
                 match tx.try_send(cmd) {
                     Ok(()) => return Some(tx),
                     Err(mpsc::error::TrySendError::Full(c)) => {
+                        crate::metrics::instance_queue_full();
                         cmd = c;
                         tx
                     }
@@ -468,7 +469,10 @@ impl Server {
     ) -> Response<Body> {
         let upgrade = match handshake::from_parts(&parts) {
             Ok(u) => u,
-            Err(e) => return handshake::reject(&e).map(|()| Body::empty()),
+            Err(e) => {
+                tracing::info!(error = %e, "websocket handshake refused");
+                return handshake::reject(&e).map(|()| Body::empty());
+            }
         };
         let query = query.unwrap_or("");
         if query_param(query, "__agents_transport").is_some_and(|t| t == "capnweb") {
@@ -494,11 +498,18 @@ impl Server {
             reply,
         };
         let Some(tx) = self.deliver(&class, name, cmd).await else {
+            tracing::warn!(agent = class.namespace(), name, "instance unavailable");
             return unavailable();
         };
         match rx.await {
             Ok(None) => {}
-            Ok(Some(resp)) => return resp,
+            Ok(Some(resp)) => {
+                tracing::info!(
+                    status = resp.status().as_u16(),
+                    "websocket refused by the agent"
+                );
+                return resp;
+            }
             Err(_) => return unavailable(),
         }
         let guard = self.inner.tasks.enter();
@@ -516,7 +527,7 @@ impl Server {
             limits.ws = limits.ws.with_deflate(Some(n));
         }
         let shutdown = self.inner.shutdown.subscribe();
-        let span = tracing::debug_span!("ws", id = conn.id());
+        let span = tracing::info_span!("ws", agent = class.namespace(), name, id = conn.id());
         let fut = tracing::Instrument::instrument(
             async move {
                 let _guard = guard;
@@ -651,7 +662,8 @@ impl Server {
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.request_head_timeout)
             .max_buf_size(limits.max_request_head.max(8192));
-        tokio::spawn(async move {
+        let span = tracing::info_span!("http", %peer);
+        let task = async move {
             let _guard = guard;
             let ctl = slot.ctl().clone();
             let svc_slot = slot.clone();
@@ -659,16 +671,20 @@ impl Server {
                 let server = server.clone();
                 let busy = svc_slot.request();
                 let slot = svc_slot.clone();
-                async move {
+                let span =
+                    tracing::info_span!("request", method = %req.method(), path = req.uri().path());
+                let fut = async move {
                     let mut req = req.map(|b| accept::Progress::new(b, body_timeout));
                     // an upgraded socket keeps its place under the cap
                     req.extensions_mut().insert(slot);
                     let resp = server.handle(req).await;
+                    tracing::debug!(status = resp.status().as_u16(), "response");
                     Ok::<_, Infallible>(resp.map(|inner| accept::Tracked {
                         inner,
                         _busy: Some(busy),
                     }))
-                }
+                };
+                tracing::Instrument::instrument(fut, span)
             });
             let conn = builder
                 .serve_connection(TokioIo::new(stream), svc)
@@ -705,7 +721,8 @@ impl Server {
                 Duration::MAX
             };
             let _ = tokio::time::timeout(grace, conn).await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     /// Deletes an instance's data: a running instance closes its sockets (code `4004`, so

@@ -61,7 +61,13 @@ pub fn response_with(queue: usize, keep_alive: Option<Duration>) -> (Response<Bo
 impl SseSender {
     /// Queues raw, already-encoded SSE bytes. Never waits: a full queue is [`Gone`].
     pub fn send_raw(&self, bytes: Bytes) -> Result<(), Gone> {
-        self.tx.try_send(bytes).map_err(|_| Gone)
+        self.tx.try_send(bytes).map_err(|e| {
+            if let mpsc::error::TrySendError::Full(_) = e {
+                crate::metrics::sse_overflow();
+                tracing::warn!("SSE subscriber too slow; dropped (it resumes with Last-Event-ID)");
+            }
+            Gone
+        })
     }
 
     /// Queues one event (`id:`, `event:`, `data:` lines; the data split on line ends).

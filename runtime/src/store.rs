@@ -226,11 +226,13 @@ impl InstanceStore {
     }
 
     pub(crate) fn save_state(&self, json: &str) -> Result<(), StoreError> {
+        let t = crate::metrics::start();
         self.db.execute(
             "INSERT INTO cf_agents_state (id, state) VALUES ('STATE', ?1)
              ON CONFLICT(id) DO UPDATE SET state = excluded.state",
             params![json],
         )?;
+        crate::metrics::sqlite_write_done(t);
         Ok(())
     }
 
@@ -241,6 +243,7 @@ impl InstanceStore {
         data: &str,
         keep: usize,
     ) -> Result<u64, StoreError> {
+        let t = crate::metrics::start();
         let tx = self.db.unchecked_transaction()?;
         let last: i64 = tx.query_row(
             "SELECT COALESCE(MAX(id), 0) FROM cf_agents_sse WHERE stream = ?1",
@@ -258,6 +261,7 @@ impl InstanceStore {
             params![stream, id - keep],
         )?;
         tx.commit()?;
+        crate::metrics::sqlite_write_done(t);
         Ok(u64::try_from(id).unwrap_or(0))
     }
 

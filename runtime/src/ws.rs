@@ -108,6 +108,8 @@ pub(crate) async fn drive(
     limits: crate::Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (_open, opened) = (crate::metrics::ws_opened(), Instant::now());
+    tracing::info!("websocket open");
     let mut ws = Ws::new(Role::Server, limits.ws, Instant::now());
     // A copy: `initial` is a view of hyper's whole read buffer, which it would keep alive.
     let mut rbuf = BytesMut::from(&initial[..]);
@@ -137,6 +139,7 @@ pub(crate) async fn drive(
         while let Some(ev) = ws.poll_event() {
             match ev {
                 Event::Text(text) => {
+                    crate::metrics::message_in(text.len());
                     let cmd = Cmd::Text {
                         conn: conn.clone(),
                         text,
@@ -146,6 +149,7 @@ pub(crate) async fn drive(
                     }
                 }
                 Event::Binary(data) => {
+                    crate::metrics::message_in(data.len());
                     let cmd = Cmd::Binary {
                         conn: conn.clone(),
                         data,
@@ -206,6 +210,9 @@ pub(crate) async fn drive(
             let (code, reason) = received_close
                 .or(sent_close)
                 .unwrap_or((CloseCode::ABNORMAL.0, String::new()));
+            let ms = opened.elapsed().as_millis() as u64;
+            tracing::info!(code, reason, clean, duration_ms = ms, "websocket closed");
+            crate::metrics::ws_closed(code);
             let _ = instance
                 .send(Cmd::Close {
                     conn: conn.clone(),
@@ -240,7 +247,10 @@ pub(crate) async fn drive(
             r = io.read_some(&mut rbuf) => {
                 match r {
                     Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
-                    Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
+                    Ok(n) => {
+                        crate::metrics::wire_in(n);
+                        ws.handle_input(Instant::now(), &mut rbuf);
+                    }
                 }
             }
             out = out_rx.recv(), if out_open => match out {
@@ -281,6 +291,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn apply(ws: &mut Ws, conn: &Connection, out: Out, sent_close: &mut Option<(u16, String)>) {
     match out {
         Out::Msg(msg) => {
+            crate::metrics::message_out(&msg);
             let r = match msg {
                 Message::Text(t) => {
                     conn.dequeued(t.len());
@@ -292,10 +303,13 @@ fn apply(ws: &mut Ws, conn: &Connection, out: Out, sent_close: &mut Option<(u16,
                 }
             };
             if let Err(agentwire_ws::SendError::BufferFull { .. }) = r {
+                crate::metrics::connection_overflow();
+                tracing::warn!(id = conn.id(), "send buffer full; closing the connection");
                 let _ = ws.close(Instant::now(), CloseCode::POLICY, "send queue full");
             }
         }
         Out::Shared(msg) => {
+            crate::metrics::message_out_len(msg.payload().len());
             conn.dequeued(msg.payload().len());
             if let Err(agentwire_ws::SendError::BufferFull { .. }) = ws.send_prepared(&msg) {
                 let _ = ws.close(Instant::now(), CloseCode::POLICY, "send queue full");
@@ -361,6 +375,7 @@ async fn write_pending(
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            crate::metrics::wire_out(n);
             IoSlice::advance_slices(&mut bufs, n);
         }
         tokio::time::timeout(timeout, io.flush())

@@ -328,3 +328,63 @@ async fn tasks_survive_a_restart() {
     assert_eq!(st["output"], task_tokens(1, "persist me").concat());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn presence_counts_tabs_and_streams_a_paced_countdown() {
+    let addr = demo(Storage::memory()).await;
+    let mut a = Client::connect(addr, "/agents/presence/demo?_pk=a")
+        .await
+        .unwrap();
+    // no protocol frames: the count comes first
+    assert_eq!(
+        a.recv_json().await,
+        json!({"type": "presence", "connections": 1})
+    );
+    let mut b = Client::connect(addr, "/agents/presence/demo?_pk=b")
+        .await
+        .unwrap();
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.recv_json().await["connections"], 2);
+    }
+
+    // countdown(3, 40): chunks 3, 2, 1 at least 40 ms apart, then "liftoff"
+    a.send_json(&json!({"type": "rpc", "id": "c1", "method": "countdown", "args": [3, 40]}))
+        .await;
+    let mut chunks = Vec::new();
+    let start = Instant::now();
+    let reply = loop {
+        let v = a.recv_json().await;
+        assert_eq!(v["id"], "c1", "{v}");
+        if v["done"] == json!(false) {
+            chunks.push((v["result"].clone(), start.elapsed()));
+        } else {
+            break v;
+        }
+    };
+    assert_eq!(
+        chunks.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+        [json!(3), json!(2), json!(1)]
+    );
+    assert!(chunks[2].1 - chunks[0].1 >= Duration::from_millis(80));
+    assert_eq!(
+        (reply["success"].clone(), reply["result"].clone()),
+        (json!(true), json!("liftoff"))
+    );
+    let bad = a.call("countdown", json!([1000, 10])).await;
+    assert_eq!(bad["success"], json!(false), "{bad}");
+
+    b.close(1000).await;
+    assert_eq!(
+        a.recv_json().await,
+        json!({"type": "presence", "connections": 1})
+    );
+
+    // the page's traffic figures: the process's metrics as JSON
+    let (status, headers, body) = http(addr, "GET", "/stats", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    let s: Value = serde_json::from_str(&body).unwrap();
+    assert!(s["messages_out"].as_u64().unwrap() >= 6, "{s}");
+    assert!(s["wire_bytes_out"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["websockets"].as_i64().unwrap() >= 1, "{s}");
+}

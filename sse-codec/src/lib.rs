@@ -49,7 +49,7 @@
 //!
 //! Memory held by a decoder is at most one line plus one event beyond the chunks the caller
 //! has fed and not yet drained.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio-util")]
 pub mod codec;

@@ -84,6 +84,8 @@
 //! [`Config::max_message`] while inflating). Without it, RSV bits are a violation (1002) and a
 //! server's acceptance of an extension fails the client handshake.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod close;
 pub mod config;
 pub mod connection;

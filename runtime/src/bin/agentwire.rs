@@ -3,37 +3,288 @@
 //! ```sh
 //! agentwire                   # = agentwire serve
 //! agentwire serve [--addr 127.0.0.1:8787] [--data ./agentwire-data] [--no-deflate]
-//!                 [--allow-origin ORIGIN]...
+//!                 [--metrics-addr 127.0.0.1:9090] [--metrics] [--log-format text|json]
+//!                 [--idle-timeout 10s] [--max-message 1MiB] …   # every `Limits` field
 //!                             # the demo agents and their page at http://127.0.0.1:8787/
 //! agentwire tail <http-url>   # follow an SSE stream: one JSON line per event, resumes with Last-Event-ID
 //! ```
+//!
+//! Every flag of `serve` also reads an `AGENTWIRE_*` environment variable (`--idle-timeout`:
+//! `AGENTWIRE_IDLE_TIMEOUT`); `agentwire serve --help` lists them. Logs go to stderr, filtered
+//! by `RUST_LOG` (default `info`: connections, warnings and errors).
 
+use agentwire::body::{response, Body};
 use agentwire::{Limits, Storage};
 use agentwire_sse::ReconnectPolicy;
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-const USAGE: &str = "usage: agentwire [serve [--addr HOST:PORT] [--data DIR] [--no-deflate]
-                        [--allow-origin ORIGIN]...]
-       agentwire tail <http://host:port/path>
+/// An agent server speaking the Cloudflare Agents protocol over WebSocket and SSE.
+///
+/// Without a subcommand, runs `serve` (with the flags given).
+#[derive(Debug, Parser)]
+#[command(name = "agentwire", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
 
-  serve  run the demo agents (CounterAgent, ChatRoom, TaskRunner, FilesAgent) and their page at /;
-         --addr defaults to 127.0.0.1:8787, --data (SQLite files) to ./agentwire-data.
-         WebSocket messages are compressed (permessage-deflate) with clients that offer it,
-         as browsers do, unless --no-deflate. Pages from other sites may not open
-         WebSockets or send POST/PUT/PATCH/DELETE requests unless their origin is given
-         with --allow-origin (scheme://host[:port], or * for any; repeatable), which also
-         answers their CORS preflights.
-         This is what `agentwire` without arguments does. Stops on Ctrl-C or SIGTERM.
-  tail   follow a Server-Sent Events stream, printing each event as a JSON line
-         {\"type\":…,\"data\":…,\"lastEventId\":…}; reconnects with Last-Event-ID after the
-         server's retry: time and stops when the server answers 204";
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Log format on stderr (the filter is RUST_LOG, default `info`).
+    #[arg(long, env = "AGENTWIRE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
 
-const DEFAULT_ADDR: &str = "127.0.0.1:8787";
-const DEFAULT_DATA: &str = "./agentwire-data";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo agents (CounterAgent, ChatRoom, TaskRunner, Presence) and their page at `/`.
+    ///
+    /// WebSocket messages are compressed (permessage-deflate) with clients that offer it, as
+    /// browsers do, unless --no-deflate. `/healthz` and `/readyz` answer on the same address
+    /// (and on --metrics-addr). Stops on Ctrl-C or SIGTERM: /readyz turns 503, WebSockets are
+    /// closed with 1001, requests finish (up to --shutdown-grace).
+    Serve(Box<ServeArgs>),
+    /// Follow a Server-Sent Events stream, printing each event as a JSON line.
+    ///
+    /// Lines are {"type":…,"data":…,"lastEventId":…}; reconnects with Last-Event-ID after the
+    /// server's retry: time and stops when the server answers 204.
+    Tail(TailArgs),
+}
 
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("agentwire: {msg}\n{USAGE}");
-    ExitCode::from(2)
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines with the span fields (peer, agent, name, id).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AGENTWIRE_ADDR", default_value = "127.0.0.1:8787")]
+    addr: String,
+    /// Directory of the SQLite files (one per instance); created if missing.
+    #[arg(long, env = "AGENTWIRE_DATA", default_value = "./agentwire-data")]
+    data: PathBuf,
+    /// Do not compress WebSocket messages.
+    #[arg(long, env = "AGENTWIRE_NO_DEFLATE")]
+    no_deflate: bool,
+    /// Also listen on this address for /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "AGENTWIRE_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve /metrics on --addr too.
+    #[arg(long, env = "AGENTWIRE_METRICS")]
+    metrics: bool,
+    /// An origin (scheme://host[:port], or `*` for any) whose pages may open WebSockets and
+    /// send POST/PUT/PATCH/DELETE requests, and whose CORS preflights are answered; others get
+    /// 403 (requests without Origin and same-origin ones pass). Repeatable, or comma-separated.
+    #[arg(
+        long,
+        env = "AGENTWIRE_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    allow_origin: Vec<String>,
+    /// Worker threads of the runtime the agent instances run on, apart from the one serving
+    /// sockets and HTTP (a hook that blocks a thread then cannot stall I/O); 0 runs them on the
+    /// serving runtime. [default: the number of CPUs]
+    #[arg(long, env = "AGENTWIRE_AGENT_THREADS", value_name = "N")]
+    agent_threads: Option<usize>,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+struct TailArgs {
+    /// The stream's URL (http://host:port/path).
+    url: String,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// A byte count: `1048576`, `64KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Size(usize);
+
+impl FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let n: usize = n.parse().map_err(|_| format!("not a size: {s:?}"))?;
+        let mul: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            u => return Err(format!("unknown size unit {u:?} (use KiB, MiB, GiB)")),
+        };
+        n.checked_mul(mul)
+            .map(Size)
+            .ok_or_else(|| format!("too large: {s:?}"))
+    }
+}
+
+/// A duration: `10s`, `250ms`, `1m 30s` (humantime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dur(Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s)
+            .map(Dur)
+            .map_err(|e| format!("{e} (e.g. 10s, 250ms)"))
+    }
+}
+
+/// A duration or `off` (no wait / never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MaybeDur(Option<Duration>);
+
+impl FromStr for MaybeDur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" | "none" | "never" => Ok(MaybeDur(None)),
+            s => Ok(MaybeDur(Some(s.parse::<Dur>()?.0))),
+        }
+    }
+}
+
+/// The flags for [`Limits`]: one line per setting (flag and `AGENTWIRE_*` variable from the
+/// field name, value type, help text, and how it lands in `Limits`). Unset flags keep the
+/// library's defaults.
+macro_rules! limit_args {
+    ($( $field:ident : $ty:ty, $env:literal, $help:literal, |$l:ident, $v:ident| $apply:expr; )*) => {
+        /// Limits and timeouts; unset ones keep `Limits::default()`.
+        #[derive(Debug, Default, Args)]
+        #[command(next_help_heading = "Limits (unset: the library's defaults)")]
+        struct LimitArgs {
+            $(
+                #[arg(long, env = $env, help = $help)]
+                $field: Option<$ty>,
+            )*
+        }
+
+        impl LimitArgs {
+            fn apply(&self, limits: &mut Limits) {
+                $(
+                    if let Some($v) = self.$field {
+                        let $l = &mut *limits;
+                        $apply;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+limit_args! {
+    max_queued_bytes: Size, "AGENTWIRE_MAX_QUEUED_BYTES",
+        "Outbound bytes a connection may have queued before it is closed with 1008 [default: 16MiB]",
+        |l, v| l.max_queued_bytes = v.0;
+    instance_queue: usize, "AGENTWIRE_INSTANCE_QUEUE",
+        "Events an instance may have queued before senders wait [default: 1024]",
+        |l, v| l.instance_queue = v;
+    max_request_body: Size, "AGENTWIRE_MAX_REQUEST_BODY",
+        "Largest accepted HTTP request body, else 413 [default: 1MiB]",
+        |l, v| l.max_request_body = v.0;
+    idle_timeout: MaybeDur, "AGENTWIRE_IDLE_TIMEOUT",
+        "Idle time after which an instance hibernates, or `off` [default: 10s]",
+        |l, v| l.idle_timeout = v.0;
+    max_message: Size, "AGENTWIRE_MAX_MESSAGE",
+        "Largest WebSocket message (inflated), else close 1009 [default: 1MiB]",
+        |l, v| l.ws.max_message = v.0;
+    max_frame_payload: Size, "AGENTWIRE_MAX_FRAME_PAYLOAD",
+        "Largest WebSocket frame payload, else close 1009 [default: 1MiB]",
+        |l, v| l.ws.max_frame_payload = v.0;
+    max_outbound_buffered: Size, "AGENTWIRE_MAX_OUTBOUND_BUFFERED",
+        "Encoded bytes a WebSocket may buffer for the socket, else close 1008 [default: agentwire-ws's]",
+        |l, v| l.ws.max_outbound_buffered = v.0;
+    close_timeout: Dur, "AGENTWIRE_CLOSE_TIMEOUT",
+        "How long a WebSocket waits for the peer's Close [default: agentwire-ws's]",
+        |l, v| l.ws.close_timeout = v.0;
+    ping_interval: MaybeDur, "AGENTWIRE_PING_INTERVAL",
+        "Ping idle WebSockets this often, or `off` [default: agentwire-ws's]",
+        |l, v| l.ws.ping_interval = v.0;
+    pong_timeout: Dur, "AGENTWIRE_PONG_TIMEOUT",
+        "How long to wait for a Pong before closing [default: agentwire-ws's]",
+        |l, v| l.ws.pong_timeout = v.0;
+    max_tags: usize, "AGENTWIRE_MAX_TAGS",
+        "Most tags per connection, the id included [default: 10]",
+        |l, v| l.max_tags = v;
+    sse_log_len: usize, "AGENTWIRE_SSE_LOG_LEN",
+        "Events kept per SSE stream log [default: 1000]",
+        |l, v| l.sse_log_len = v;
+    shutdown_grace: Dur, "AGENTWIRE_SHUTDOWN_GRACE",
+        "How long a graceful shutdown waits for sockets and requests [default: 5s]",
+        |l, v| l.shutdown_grace = v.0;
+    request_head_timeout: Dur, "AGENTWIRE_REQUEST_HEAD_TIMEOUT",
+        "Longest time to receive a request head, else the connection is closed [default: 20s]",
+        |l, v| l.request_head_timeout = v.0;
+    max_request_head: Size, "AGENTWIRE_MAX_REQUEST_HEAD",
+        "Largest request head (request line and headers), else 431; at least 8KiB [default: 16KiB]",
+        |l, v| l.max_request_head = v.0;
+    request_body_timeout: Dur, "AGENTWIRE_REQUEST_BODY_TIMEOUT",
+        "Longest wait for more of a request body being read, else 408 [default: 20s]",
+        |l, v| l.request_body_timeout = v.0;
+    keep_alive_timeout: Dur, "AGENTWIRE_KEEP_ALIVE_TIMEOUT",
+        "An HTTP connection without a request is closed after this long [default: 20s]",
+        |l, v| l.keep_alive_timeout = v.0;
+    ws_write_timeout: Dur, "AGENTWIRE_WS_WRITE_TIMEOUT",
+        "A WebSocket whose writes make no progress this long is dropped [default: 20s]",
+        |l, v| l.ws_write_timeout = v.0;
+    max_connections: usize, "AGENTWIRE_MAX_CONNECTIONS",
+        "Most open sockets; idle HTTP connections are shed, then 503 [default: from the open-files limit]",
+        |l, v| l.max_connections = Some(v);
+    max_open_instances: usize, "AGENTWIRE_MAX_OPEN_INSTANCES",
+        "Most instances awake (each holds its database) [default: open-files limit / 16, 16 to 1024]",
+        |l, v| l.max_open_instances = Some(v);
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+    // Panics outside agent hooks (which are caught and logged by the runtime) reach the log too.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(ToString::to_string);
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(location, "panic: {payload}");
+    }));
 }
 
 async fn stop_signal() {
@@ -55,65 +306,149 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn serve(args: &[&str]) -> ExitCode {
-    let mut addr = DEFAULT_ADDR.to_owned();
-    let mut data = DEFAULT_DATA.to_owned();
-    let mut deflate = true;
-    let mut origins = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match *arg {
-            "--addr" => match it.next() {
-                Some(v) => addr = (*v).to_owned(),
-                None => return usage_error("--addr needs HOST:PORT"),
-            },
-            "--data" => match it.next() {
-                Some(v) => data = (*v).to_owned(),
-                None => return usage_error("--data needs a directory"),
-            },
-            "--no-deflate" => deflate = false,
-            "--allow-origin" => match it.next() {
-                Some(v) => origins.push((*v).to_owned()),
-                None => return usage_error("--allow-origin needs an origin"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown argument {other}")),
+/// `/healthz` (the process answers), `/readyz` (503 once shutting down) and, if `metrics`,
+/// `/metrics`; `None` for other paths.
+fn ops(req: &Request<Bytes>, ready: &AtomicBool, metrics: bool) -> Option<Response<Body>> {
+    Some(match req.uri().path() {
+        "/healthz" => response::text(StatusCode::OK, "ok\n"),
+        "/readyz" if ready.load(Ordering::SeqCst) => response::text(StatusCode::OK, "ready\n"),
+        "/readyz" => response::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        "/metrics" if metrics => {
+            let mut text = String::new();
+            agentwire::metrics::encode(&mut text);
+            let mut r = Response::new(Body::from(text));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(agentwire::metrics::CONTENT_TYPE),
+            );
+            r
         }
-    }
-    if let Err(e) = std::fs::create_dir_all(&data) {
-        eprintln!("agentwire serve: cannot create the data directory {data}: {e}");
-        return ExitCode::FAILURE;
-    }
+        _ => return None,
+    })
+}
+
+fn limits(args: &ServeArgs) -> Limits {
     #[allow(unused_mut)]
     let mut limits = Limits::default();
     #[cfg(feature = "deflate")]
-    if deflate {
+    if !args.no_deflate {
         limits.deflate = Some(agentwire::server_deflate());
     }
-    #[cfg(not(feature = "deflate"))]
-    let _ = deflate;
-    let runner = agentwire::demo::tasks::TaskRunner::new();
-    let server = agentwire::demo::builder(Storage::sqlite(&data), limits, runner)
-        .allowed_origins(origins)
-        .build();
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    args.limits.apply(&mut limits);
+    limits
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let data = &args.data;
+    if let Err(e) = std::fs::create_dir_all(data) {
+        tracing::error!("cannot create the data directory {}: {e}", data.display());
+        return ExitCode::FAILURE;
+    }
+    let limits = limits(&args);
+    tracing::debug!(?limits, "limits");
+    let ready = Arc::new(AtomicBool::new(true));
+    let (r, metrics) = (ready.clone(), args.metrics);
+    let threads = args
+        .agent_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let agents = if threads > 0 {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("agentwire-agents")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::error!("cannot start the agents' runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let mut builder = agentwire::demo::builder(
+        Storage::sqlite(data),
+        limits,
+        agentwire::demo::tasks::TaskRunner::new(),
+    )
+    .allowed_origins(args.allow_origin.clone())
+    .fallback(move |req| {
+        let r = r.clone();
+        async move { ops(&req, &r, metrics).unwrap_or_else(|| agentwire::demo::page(&req)) }
+    });
+    if let Some(rt) = &agents {
+        builder = builder.agent_runtime(rt.handle().clone());
+    }
+    let server = builder.build();
+    let listener = match tokio::net::TcpListener::bind(&args.addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("agentwire serve: cannot listen on {addr}: {e}");
+            tracing::error!("cannot listen on {}: {e}", args.addr);
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(a) => eprintln!("agentwire: demo at http://{a}/ (data in {data})"),
-        Err(_) => eprintln!("agentwire: demo at http://{addr}/ (data in {data})"),
+    let (ops_done, ops_stop) = tokio::sync::oneshot::channel::<()>();
+    let ops_task = match args.metrics_addr {
+        Some(addr) => {
+            let ops_listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("cannot listen on {addr} (--metrics-addr): {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let r = ready.clone();
+            let ops_server = agentwire::Server::builder()
+                .fallback(move |req| {
+                    let r = r.clone();
+                    async move { ops(&req, &r, true).unwrap_or_else(response::not_found) }
+                })
+                .build();
+            tracing::info!(
+                "metrics at http://{}/metrics",
+                ops_listener.local_addr().unwrap_or(addr)
+            );
+            let stop = async {
+                let _ = ops_stop.await;
+            };
+            Some(tokio::spawn(
+                ops_server.serve_with_shutdown(ops_listener, stop),
+            ))
+        }
+        None => None,
+    };
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| args.addr.clone(), |a| a.to_string());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        deflate = !args.no_deflate,
+        "demo at http://{local}/ (data in {})",
+        data.display()
+    );
+    let signal = async move {
+        stop_signal().await;
+        ready.store(false, Ordering::SeqCst);
+        tracing::info!("shutting down");
+    };
+    let res = server.serve_with_shutdown(listener, signal).await;
+    let _ = ops_done.send(());
+    if let Some(t) = ops_task {
+        let _ = t.await;
     }
-    match server.serve_with_shutdown(listener, stop_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    if let Some(rt) = agents {
+        // a runtime is dropped outside async code
+        let _ =
+            tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(1))).await;
+    }
+    match res {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("agentwire serve: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -126,7 +461,7 @@ async fn tail(url: &str) -> ExitCode {
         res = run => match res {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("agentwire tail: {e}");
+                tracing::error!("{e}");
                 ExitCode::FAILURE
             }
         },
@@ -136,20 +471,127 @@ async fn tail(url: &str) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] => serve(&[]).await,
-        ["serve", rest @ ..] => serve(rest).await,
-        ["tail", url] => tail(url).await,
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Serve(_)) => {
+            let args = match cli.command {
+                Some(Command::Serve(args)) => *args,
+                _ => cli.serve,
+            };
+            init_logging(args.log.log_format);
+            serve(args).await
         }
-        [flag, ..] if flag.starts_with("--") => serve(&args).await,
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        Some(Command::Tail(args)) => {
+            init_logging(args.log.log_format);
+            tail(&args.url).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("agentwire").chain(args.iter().copied()))
+    }
+
+    fn serve_args(cli: Cli) -> ServeArgs {
+        match cli.command {
+            None => cli.serve,
+            Some(Command::Serve(a)) => *a,
+            Some(Command::Tail(_)) => panic!("tail"),
+        }
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_is_serve_with_its_flags() {
+        let a = serve_args(parse(&["--addr", "0.0.0.0:1", "--no-deflate"]).unwrap());
+        assert_eq!(a.addr, "0.0.0.0:1");
+        assert!(a.no_deflate);
+        let a = serve_args(parse(&["serve", "--data", "/tmp/x"]).unwrap());
+        assert_eq!(a.data, PathBuf::from("/tmp/x"));
+        assert_eq!(a.addr, "127.0.0.1:8787");
+        assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn limit_flags_land_in_limits() {
+        let a = serve_args(
+            parse(&[
+                "serve",
+                "--max-queued-bytes",
+                "2MiB",
+                "--idle-timeout",
+                "off",
+                "--max-message",
+                "65536",
+                "--shutdown-grace",
+                "1s 500ms",
+                "--keep-alive-timeout",
+                "750ms",
+                "--max-connections",
+                "100",
+                "--allow-origin",
+                "https://a.example,https://b.example",
+                "--ping-interval",
+                "20s",
+                "--max-tags",
+                "3",
+            ])
+            .unwrap(),
+        );
+        let l = limits(&a);
+        let d = Limits::default();
+        assert_eq!(l.max_queued_bytes, 2 << 20);
+        assert_eq!(l.idle_timeout, None);
+        assert_eq!(l.ws.max_message, 65536);
+        assert_eq!(l.ws.max_frame_payload, d.ws.max_frame_payload);
+        assert_eq!(l.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(l.keep_alive_timeout, Duration::from_millis(750));
+        assert_eq!(l.max_connections, Some(100));
+        assert_eq!(l.max_open_instances, d.max_open_instances);
+        assert_eq!(a.allow_origin, ["https://a.example", "https://b.example"]);
+        assert_eq!(l.ws.ping_interval, Some(Duration::from_secs(20)));
+        assert_eq!(l.max_tags, 3);
+        assert_eq!(l.instance_queue, d.instance_queue);
+        #[cfg(feature = "deflate")]
+        assert!(l.deflate.is_some());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        let e = parse(&["serve", "--idle-timeout", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("--idle-timeout"), "{e}");
+        let e = parse(&["--max-message", "12 parsecs"]).unwrap_err();
+        assert!(e.to_string().contains("--max-message"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!("1024".parse::<Size>(), Ok(Size(1024)));
+        assert_eq!("64KiB".parse::<Size>(), Ok(Size(64 << 10)));
+        assert_eq!("16 MiB".parse::<Size>(), Ok(Size(16 << 20)));
+        assert_eq!("2MB".parse::<Size>(), Ok(Size(2_000_000)));
+        assert!("MiB".parse::<Size>().is_err());
+        assert!("99999999999999999999GiB".parse::<Size>().is_err());
+    }
+
+    #[test]
+    fn tail_takes_a_url() {
+        match parse(&["tail", "http://x/y"]).unwrap().command {
+            Some(Command::Tail(t)) => assert_eq!(t.url, "http://x/y"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["tail"]).is_err());
+        assert!(parse(&["tail", "--log-format", "json", "http://x/y"]).is_ok());
+        let a = serve_args(parse(&["--log-format", "json"]).unwrap());
+        assert!(matches!(a.log.log_format, LogFormat::Json));
     }
 }

@@ -6,6 +6,7 @@
 //! | [`ChatRoom`](chat::ChatRoom) | `/agents/chat-room/{room}?username=NAME` | join / leave, presence from per-connection state, history in SQLite |
 //! | [`TaskRunner`](tasks::TaskRunner) | `/agents/task-runner/{name}/tasks` | REST + SSE: token output streamed with ids, resumable with `Last-Event-ID` |
 //! | [`FilesAgent`](files::FilesAgent) | `/agents/files-agent/{name}/upload`, `…/files` | `multipart/form-data` uploads streamed to disk, CORS for the allowed origins |
+//! | [`Presence`](presence::Presence) | `/agents/presence/{name}` | the number of connected tabs, a paced streaming call (`countdown`) |
 //!
 //! [`server`] builds a [`Server`] with all four and the page ([`INDEX_HTML`]) at `/`: one
 //! self-contained HTML file (no build step, no external resources) using the browser's
@@ -14,6 +15,7 @@
 pub mod chat;
 pub mod counter;
 pub mod files;
+pub mod presence;
 pub mod tasks;
 
 use crate::body::response;
@@ -31,13 +33,17 @@ pub fn server(storage: Storage, limits: Limits) -> Server {
 
 /// [`server`] with the given task runner (e.g. a faster one in tests).
 pub fn server_with(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> Server {
-    builder(storage, limits, runner).build()
+    builder(storage, limits, runner)
+        .fallback(|req| async move { page(&req) })
+        .build()
 }
 
-/// The builder behind [`server_with`], for more settings (e.g.
-/// [`allowed_origins`](ServerBuilder::allowed_origins), as `agentwire serve --allow-origin`).
-/// [`FilesAgent`](files::FilesAgent) keeps its files in the storage's data directory, or
-/// with [`Storage::memory`] in a directory under the system's temporary directory.
+/// A builder with the demo agents, `storage` and `limits`, but no fallback: add one that ends
+/// in [`page`] (as `agentwire serve` does, to answer `/healthz` and the like first), and
+/// more settings (e.g. [`allowed_origins`](ServerBuilder::allowed_origins), as `agentwire
+/// serve --allow-origin`). [`FilesAgent`](files::FilesAgent) keeps its files in the storage's
+/// data directory, or with [`Storage::memory`] in a directory under the system's temporary
+/// directory.
 pub fn builder(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> ServerBuilder {
     let files_root = storage.dir().map_or_else(
         || std::env::temp_dir().join(format!("agentwire-files-{}", std::process::id())),
@@ -50,15 +56,22 @@ pub fn builder(storage: Storage, limits: Limits, runner: tasks::TaskRunner) -> S
         .agent("FilesAgent", move |_name| {
             files::FilesAgent::new(&files_root)
         })
+        .agent("Presence", |_name| presence::Presence::new())
         .storage(storage)
         .limits(limits)
-        .fallback(|req| async move { page(&req) })
 }
 
 /// Answers the requests that are not agent requests: the page at `/` and `/index.html`,
-/// `404` otherwise.
+/// the process's main [`metrics`](crate::metrics::snapshot) as JSON at `/stats` (for the
+/// page's traffic figures), `404` otherwise.
 pub fn page(req: &Request<Bytes>) -> Response<Body> {
     match req.uri().path() {
+        "/stats" if req.method() == Method::GET => {
+            let mut r = response::json(&crate::metrics::snapshot());
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         "/" | "/index.html" if req.method() == Method::GET || req.method() == Method::HEAD => {
             let mut r = Response::new(if req.method() == Method::HEAD {
                 Body::empty()
