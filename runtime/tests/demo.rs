@@ -129,14 +129,13 @@ async fn chat_room_join_presence_broadcast_leave() {
     assert_eq!(bob.recv_json().await["type"], "history");
     let p = bob.recv_json().await;
     assert_eq!(presence_names(&p), ["alice", "bob"]);
-    // alice hears bob join, then the new presence
+    // alice hears only the change: bob joined (not the whole list again)
     let j = alice.recv_json().await;
     assert_eq!(
-        (j["type"].as_str(), j["user"].as_str()),
-        (Some("join"), Some("bob"))
+        (j["type"].as_str(), j["user"].as_str(), j["id"].as_str()),
+        (Some("join"), Some("bob"), Some("b2"))
     );
-    let p = alice.recv_json().await;
-    assert_eq!(presence_names(&p), ["alice", "bob"]);
+    assert!(j["joinedAt"].as_u64().unwrap() > 0);
 
     // a message reaches everyone, the sender included, with the sender's name
     alice
@@ -163,15 +162,13 @@ async fn chat_room_join_presence_broadcast_leave() {
     bob.send_json(&json!({"type": "message"})).await;
     assert_eq!(bob.recv_json().await["type"], "error");
 
-    // bob leaves: alice gets the notice and the presence without him
+    // bob leaves: alice gets the notice with his id, nothing more
     bob.close(1000).await;
     let l = alice.recv_json().await;
     assert_eq!(
-        (l["type"].as_str(), l["user"].as_str()),
-        (Some("leave"), Some("bob"))
+        (l["type"].as_str(), l["user"].as_str(), l["id"].as_str()),
+        (Some("leave"), Some("bob"), Some("b2"))
     );
-    let p = alice.recv_json().await;
-    assert_eq!(presence_names(&p), ["alice"]);
     assert!(alice
         .recv_within(Duration::from_millis(100))
         .await

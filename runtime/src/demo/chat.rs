@@ -3,12 +3,13 @@
 //!
 //! The WebSocket speaks JSON text frames (no protocol frames: the room has no agent state).
 //! On connect the new member gets `{"type":"history","messages":[…]}` (the room's last
-//! [`HISTORY`] messages, kept in the instance's SQLite database), the others get
-//! `{"type":"join","user":NAME,"timestamp":MS}`, and everyone gets
-//! `{"type":"presence","users":[{"id","user","joinedAt"}…]}` (ordered by arrival). A member
-//! sends either plain text or `{"type":"message","text":…}`; everyone, the sender included,
-//! gets `{"type":"message","user":NAME,"text":…,"timestamp":MS}`. `ping` is answered `pong`.
-//! When a member leaves the others get `{"type":"leave",…}` and the new presence.
+//! [`HISTORY`] messages, kept in the instance's SQLite database) and the member list
+//! `{"type":"presence","users":[{"id","user","joinedAt"}…]}` (ordered by arrival); the others
+//! get only the change, `{"type":"join","id":…,"user":NAME,"joinedAt":MS,"timestamp":MS}`
+//! (so a join costs one small frame per member, not the whole list). A member sends either
+//! plain text or `{"type":"message","text":…}`; everyone, the sender included, gets
+//! `{"type":"message","user":NAME,"text":…,"timestamp":MS}`. `ping` is answered `pong`. When a
+//! member leaves the others get `{"type":"leave","id":…,"user":NAME,"timestamp":MS}`.
 
 use crate::{Agent, BoxError, Connection, Context, Message, Reject};
 use serde::{Deserialize, Serialize};
@@ -145,11 +146,9 @@ impl Agent for ChatRoom {
         conn.set_state(json!({"username": user, "joinedAt": now}));
         let messages = history(cx).unwrap_or_default();
         let _ = conn.send(json!({"type": "history", "messages": messages}).to_string());
-        cx.broadcast(
-            json!({"type": "join", "user": user, "timestamp": now}).to_string(),
-            &[conn.id()],
-        );
-        cx.broadcast(presence(cx).to_string(), &[]);
+        let _ = conn.send(presence(cx).to_string());
+        let join = json!({"type": "join", "id": conn.id(), "user": user, "joinedAt": now, "timestamp": now});
+        cx.broadcast(join.to_string(), &[conn.id()]);
         Ok(())
     }
 
@@ -210,14 +209,12 @@ impl Agent for ChatRoom {
         _reason: &str,
         _clean: bool,
     ) -> Result<(), BoxError> {
-        if let Some(user) = member_name(conn) {
-            cx.broadcast(
-                json!({"type": "leave", "user": user, "timestamp": now_ms()}).to_string(),
-                &[],
-            );
-        }
         // The closed connection is already gone from `cx.connections()`.
-        cx.broadcast(presence(cx).to_string(), &[]);
+        if let Some(user) = member_name(conn) {
+            let leave =
+                json!({"type": "leave", "id": conn.id(), "user": user, "timestamp": now_ms()});
+            cx.broadcast(leave.to_string(), &[]);
+        }
         Ok(())
     }
 }
