@@ -267,3 +267,80 @@ pub fn handshake(data: &[u8]) {
         }
     }
 }
+
+/// permessage-deflate with the idle-release timer firing between messages: a client sends
+/// the messages cut from `data` (a length byte, then that many bytes, repeated), the server
+/// echoes them, and both sides free their compression state whenever they may. Every message
+/// must arrive intact both ways, whatever is freed when — in particular the decompressor must
+/// survive where the peer keeps its context. First byte: bit 0 client, bit 1 server no
+/// context takeover; bit 2 a 9-bit window; the rest picks how often the timer fires.
+#[cfg(feature = "deflate")]
+pub fn deflate_release(data: &[u8]) {
+    use crate::deflate::DeflateConfig;
+    let Some((&sel, mut rest)) = data.split_first() else {
+        return;
+    };
+    let every = usize::from(sel >> 3) % 4 + 1;
+    let mut policy = DeflateConfig::default()
+        .with_threshold(0)
+        .with_client_no_context_takeover(sel & 1 != 0)
+        .with_server_no_context_takeover(sel & 2 != 0)
+        .with_release_after(Some(Duration::from_millis(1)));
+    if sel & 4 != 0 {
+        policy = policy
+            .with_server_max_window_bits(9)
+            .with_client_max_window_bits(9);
+    }
+    let offer = ["permessage-deflate; client_max_window_bits"];
+    let Some(n) = policy.negotiate(offer) else {
+        return;
+    };
+    // the client keeps its compression state (as a peer that never frees it would): where it
+    // keeps its context, the server must keep the window its messages refer to
+    let Some(peer) = policy.clone().with_release_after(None).negotiate(offer) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let mut client = Connection::new(Role::Client, Config::default().with_deflate(Some(peer)), t0);
+    let mut server = Connection::new(Role::Server, Config::default().with_deflate(Some(n)), t0);
+    let mut now = t0;
+    let mut i = 0;
+    while let Some((&len, tail)) = rest.split_first() {
+        let take = usize::from(len).min(tail.len());
+        let msg = Bytes::copy_from_slice(&tail[..take]);
+        rest = &tail[take..];
+        client.send_binary(msg.clone()).unwrap();
+        let mut wire = BytesMut::new();
+        while let Some(t) = client.poll_transmit() {
+            t.write_to(&mut wire);
+        }
+        server.handle_input(now, &mut wire);
+        match server.poll_event() {
+            Some(Event::Binary(b)) => assert_eq!(b, msg, "server got another message"),
+            other => panic!("server: {other:?}"),
+        }
+        server.send_binary(msg.clone()).unwrap();
+        let mut wire = BytesMut::new();
+        while let Some(t) = server.poll_transmit() {
+            t.write_to(&mut wire);
+        }
+        client.handle_input(now, &mut wire);
+        match client.poll_event() {
+            Some(Event::Binary(b)) => assert_eq!(b, msg, "client got another echo"),
+            other => panic!("client: {other:?}"),
+        }
+        i += 1;
+        if i % every == 0 {
+            // idle long enough: the first check notes the traffic, the next frees
+            for _ in 0..2 {
+                now += Duration::from_millis(2);
+                for c in [&mut client, &mut server] {
+                    if c.poll_timeout().is_some_and(|d| d <= now) {
+                        c.handle_timeout(now);
+                    }
+                }
+            }
+            assert!(!server.holds_compressor());
+        }
+    }
+}

@@ -49,3 +49,9 @@ fn ws_deflate_server() {
 fn ws_deflate_client() {
     replay("ws_deflate_client", agentwire_ws::fuzz::deflate_client);
 }
+
+#[cfg(feature = "deflate")]
+#[test]
+fn ws_deflate_release() {
+    replay("ws_deflate_release", agentwire_ws::fuzz::deflate_release);
+}
