@@ -190,6 +190,25 @@ pub trait Agent: Send + Sized + 'static {
         async { Ok(()) }
     }
 
+    /// A schedule came due (see [`Context::schedule`] and [`crate::schedule`]): match on
+    /// [`Schedule::method`](crate::Schedule::method). The schedule is removed (or moved to its
+    /// next time) after this returns, error or not; an error goes to
+    /// [`on_error`](Self::on_error). The default fails with "no handler".
+    fn on_schedule(
+        &mut self,
+        cx: &mut Context<Self>,
+        schedule: crate::Schedule,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = cx;
+        async move {
+            Err(format!(
+                "schedule {} ({}) is due but the agent has no on_schedule",
+                schedule.id, schedule.method
+            )
+            .into())
+        }
+    }
+
     /// A hook failed, or the runtime hit an error for this instance (`conn` is the connection
     /// concerned, if any). The default logs it.
     fn on_error(
@@ -366,6 +385,12 @@ impl From<StateError> for RpcError {
     }
 }
 
+impl From<crate::ScheduleError> for RpcError {
+    fn from(e: crate::ScheduleError) -> Self {
+        RpcError::Failed(e.to_string())
+    }
+}
+
 impl From<StoreError> for RpcError {
     fn from(e: StoreError) -> Self {
         RpcError::Failed(e.to_string())
@@ -442,6 +467,7 @@ pub struct Context<A: Agent> {
     pub(crate) changed: VecDeque<Option<Connection>>,
     pub(crate) sse: HashMap<String, Vec<SseSender>>,
     pub(crate) sse_log_len: usize,
+    pub(crate) scheduler: Arc<crate::schedule::Scheduler>,
 }
 
 impl<A: Agent> fmt::Debug for Context<A> {
@@ -611,6 +637,65 @@ impl<A: Agent> Context<A> {
         }
         self.sse.entry(stream.to_owned()).or_default().push(tx);
         Ok(resp)
+    }
+
+    /// Schedules a call of [`Agent::on_schedule`] with `method` and `payload` (see
+    /// [`crate::schedule`] for the guarantees): after a delay, at a date, on a cron expression
+    /// ([`When::Cron`](crate::When::Cron)) or every interval. Committed before it returns;
+    /// survives hibernation and restarts. Returns the schedule (its `id` is stable).
+    pub fn schedule<T: Serialize + ?Sized>(
+        &mut self,
+        when: crate::When,
+        method: &str,
+        payload: &T,
+    ) -> Result<crate::Schedule, crate::ScheduleError> {
+        let payload = RawJson::from_serialize(payload)?;
+        let s = crate::schedule::new_schedule(when, method, payload, crate::schedule::now_ms())?;
+        let store = self.store.as_ref().ok_or(StoreError::Closed)?;
+        // the index first: a crash before the row is committed wakes the instance once for
+        // nothing, never misses the schedule
+        self.scheduler.lower(&self.namespace, &self.name, s.time)?;
+        crate::schedule::insert(&store.db, &s)?;
+        Ok(s)
+    }
+
+    /// [`schedule`](Self::schedule) every `interval`, the first time one interval from now.
+    pub fn schedule_every<T: Serialize + ?Sized>(
+        &mut self,
+        interval: std::time::Duration,
+        method: &str,
+        payload: &T,
+    ) -> Result<crate::Schedule, crate::ScheduleError> {
+        self.schedule(crate::When::Every(interval), method, payload)
+    }
+
+    /// Cancels a schedule; `false` if there was none with this id.
+    pub fn cancel_schedule(&mut self, id: &str) -> Result<bool, crate::ScheduleError> {
+        let store = self.store.as_ref().ok_or(StoreError::Closed)?;
+        let gone = crate::schedule::delete(&store.db, id)?;
+        self.sync_schedule_index();
+        Ok(gone)
+    }
+
+    /// The pending schedules, next first.
+    pub fn schedules(&self) -> Result<Vec<crate::Schedule>, crate::ScheduleError> {
+        let store = self.store.as_ref().ok_or(StoreError::Closed)?;
+        Ok(crate::schedule::list(&store.db)?)
+    }
+
+    /// Writes the instance's next due time to the server's index.
+    pub(crate) fn sync_schedule_index(&self) {
+        let Some(store) = &self.store else { return };
+        let next = match crate::schedule::earliest(&store.db) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the schedules");
+                return;
+            }
+        };
+        if let Err(e) = self.scheduler.set(&self.namespace, &self.name, next) {
+            tracing::error!(error = %e, "cannot update the schedule index");
+        }
     }
 
     /// Ends the responses of every live subscriber of `stream`.

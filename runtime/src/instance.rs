@@ -50,6 +50,8 @@ pub(crate) enum Cmd {
     Shutdown,
     /// Too many instances are awake: hibernate now if possible (see `Limits::max_open_instances`).
     Hibernate,
+    /// A schedule of the instance may be due: run what is.
+    Alarm,
     /// Delete the instance: close its sockets and SSE responses, remove its data, end.
     Delete {
         reply: oneshot::Sender<Result<(), crate::StoreError>>,
@@ -81,6 +83,7 @@ pub(crate) struct Env {
     pub(crate) limits: Limits,
     pub(crate) registry: Registry,
     pub(crate) awake: Awake,
+    pub(crate) scheduler: Arc<crate::schedule::Scheduler>,
     /// Where instances run (`ServerBuilder::agent_runtime`); `None`: the caller's runtime.
     pub(crate) agent_runtime: Option<tokio::runtime::Handle>,
 }
@@ -256,6 +259,7 @@ where
             changed: VecDeque::new(),
             sse: HashMap::new(),
             sse_log_len: env.limits.sse_log_len,
+            scheduler: env.scheduler.clone(),
         };
         let runtime = env.agent_runtime.clone();
         let actor = Actor {
@@ -388,6 +392,9 @@ impl<A: Agent> Actor<A> {
             }
         }
         self.deleted = true;
+        self.env
+            .scheduler
+            .set(&self.cx.namespace, &self.cx.name, None)?;
         self.env.storage.delete(&self.cx.namespace, &self.cx.name)
     }
 
@@ -440,6 +447,8 @@ impl<A: Agent> Actor<A> {
         if let Err(e) = agent.on_start(&mut self.cx).await {
             agent.on_error(&mut self.cx, None, &e).await;
         }
+        // the server's index of due schedules follows the instance's rows
+        self.cx.sync_schedule_index();
         self.agent = Some(agent);
         Ok(())
     }
@@ -498,7 +507,11 @@ impl<A: Agent> Actor<A> {
                 Cmd::Close { conn, .. } => {
                     self.cx.conns.remove(&conn.key());
                 }
-                Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
+                Cmd::Stats { .. }
+                | Cmd::Shutdown
+                | Cmd::Hibernate
+                | Cmd::Alarm
+                | Cmd::Delete { .. } => {}
             }
             return;
         }
@@ -600,6 +613,11 @@ impl<A: Agent> Actor<A> {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => agent.on_error(cx, Some(&conn), &e).await,
                     Err(()) => panicked = true,
+                }
+            }
+            Cmd::Alarm => {
+                if run_schedules(agent, cx).await.is_err() {
+                    panicked = true;
                 }
             }
             Cmd::Request { req, reply } => {
@@ -775,4 +793,44 @@ async fn client_state<A: Agent>(
         agent.on_error(cx, Some(conn), &e).await;
         let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
     }
+}
+
+/// Runs the instance's due schedules one by one (see [`crate::schedule`]), then writes its
+/// next due time to the server's index. `Err` when a hook panicked (the agent is reset).
+async fn run_schedules<A: Agent>(agent: &mut A, cx: &mut Context<A>) -> Result<(), ()> {
+    let now = crate::schedule::now_ms();
+    let due = match cx.store.as_ref().map(|s| crate::schedule::due(&s.db, now)) {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            let e: BoxError = Box::new(e);
+            agent.on_error(cx, None, &e).await;
+            return Ok(());
+        }
+        None => Vec::new(),
+    };
+    let mut result = Ok(());
+    for s in due {
+        cx.current = None;
+        tracing::debug!(id = %s.id, method = %s.method, "schedule due");
+        match guard(agent.on_schedule(cx, s.clone())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => agent.on_error(cx, None, &e).await,
+            Err(()) => {
+                tracing::error!(id = %s.id, method = %s.method, "a schedule's hook panicked");
+                result = Err(());
+            }
+        }
+        // the hook may have cancelled it itself
+        if let Some(store) = &cx.store {
+            if let Err(e) = crate::schedule::finish(&store.db, &s, crate::schedule::now_ms()) {
+                let e: BoxError = Box::new(e);
+                agent.on_error(cx, None, &e).await;
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    cx.sync_schedule_index();
+    result
 }

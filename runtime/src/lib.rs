@@ -307,6 +307,7 @@ mod instance;
 pub mod metrics;
 mod origin;
 pub mod request;
+pub mod schedule;
 mod server;
 pub mod sse;
 mod store;
@@ -323,6 +324,7 @@ pub use instance::InstanceInfo;
 pub use request::{
     Field, HttpRequest, Multipart, MultipartLimits, RequestBody, RequestError, RequestExt,
 };
+pub use schedule::{Schedule, ScheduleError, When};
 pub use server::{AgentRequest, Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 

@@ -285,6 +285,13 @@ impl ServerBuilder {
 
     /// Finishes the server.
     pub fn build(self) -> Server {
+        let scheduler = match self.storage.dir() {
+            Some(dir) => crate::schedule::Scheduler::persisted(dir).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot open the schedule index; schedules will not survive a restart");
+                crate::schedule::Scheduler::memory()
+            }),
+            None => crate::schedule::Scheduler::memory(),
+        };
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(Inner {
@@ -296,6 +303,7 @@ impl ServerBuilder {
                     limits: self.limits,
                     registry: Registry::default(),
                     awake: Default::default(),
+                    scheduler,
                     agent_runtime: self.agent_runtime,
                 },
                 fallback: self.fallback,
@@ -594,6 +602,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let limits = &self.inner.env.limits;
         let cap = limits.connections_cap();
+        self.start_schedules();
         tracing::debug!(max_connections = cap, "serving");
         tokio::pin!(signal);
         loop {
@@ -622,6 +631,33 @@ impl Server {
         drop(listener);
         self.shutdown().await;
         Ok(())
+    }
+
+    /// Starts the schedule timer (see [`schedule`](crate::schedule)): instances are woken
+    /// when their schedules come due, including those that came due while the server was
+    /// down. [`serve`](Self::serve) does this itself; call it when the server is mounted in
+    /// another stack (axum, tower) instead. Needs a tokio runtime; idempotent.
+    pub fn start_schedules(&self) {
+        let scheduler = self.inner.env.scheduler.clone();
+        if !scheduler.start_once() {
+            return;
+        }
+        let server = self.clone();
+        tokio::spawn(scheduler.run(move |ns, name| {
+            let server = server.clone();
+            async move {
+                let Some(class) = server.inner.classes.get(&ns).cloned() else {
+                    // a class no longer registered: forget its schedules' index entry
+                    return server.inner.env.scheduler.set(&ns, &name, None).is_ok();
+                };
+                server.deliver(&class, &name, Cmd::Alarm).await.is_some()
+            }
+        }));
+    }
+
+    /// Instances with pending schedules.
+    pub fn scheduled_instances(&self) -> usize {
+        self.inner.env.scheduler.pending()
     }
 
     /// Open sockets of [`serve`](Self::serve) (HTTP connections and WebSockets).
@@ -838,7 +874,7 @@ where
 }
 
 /// A 21-character random id (for connections without `_pk`), like upstream's nanoid.
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     const ALPHABET: &[u8; 64] = b"useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict";

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The data directory could not be created.
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The instance's database is not open (used outside a hook of a started instance).
+    #[error("the instance's storage is not open")]
+    Closed,
 }
 
 impl Storage {
@@ -156,6 +159,7 @@ impl Storage {
                 db
             }
         };
+        crate::schedule::ensure_table(&db)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS cf_agents_state (id TEXT PRIMARY KEY NOT NULL, state TEXT);
              CREATE TABLE IF NOT EXISTS cf_agents_sse (stream TEXT NOT NULL, id INTEGER NOT NULL,

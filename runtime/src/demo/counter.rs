@@ -3,7 +3,8 @@
 //!
 //! State `{"count":0}`, writable by clients; callables `increment`, `add`, `echo`, `nothing`,
 //! `fail`, `countdown` (streaming), `streamFail`, `disconnect`, `shout` (broadcast), `whoami`,
-//! `memo`, `setConnState` and `notExposed`; query flags `?readonly=1`, `?protocol=0` and
+//! `memo`, `setConnState`, `scheduleIncrement(seconds, by)` (a persisted schedule that runs
+//! `increment(by)`), `schedules` and `notExposed`; query flags `?readonly=1`, `?protocol=0` and
 //! `?tag=`; HTTP `…/status` (JSON) and `…/sse` (five ticks then `done`, on every request:
 //! like the reference's, this route does not resume and ignores `Last-Event-ID`).
 //!
@@ -303,8 +304,38 @@ impl Agent for CounterAgent {
                 call.connection().set_state(v.clone());
                 Reply::json(&v)
             }
+            "scheduleIncrement" => {
+                // increment(by) in `seconds` (fractions allowed), as a persisted schedule
+                let seconds: f64 = call.arg_or(0, 1.0)?;
+                let by: Number = call.arg_or(1, Number::from(1))?;
+                if !(0.0..=365.0 * 86_400.0).contains(&seconds) {
+                    return Err(RpcError::new("seconds must be between 0 and one year"));
+                }
+                let when = crate::When::delay(Duration::from_secs_f64(seconds));
+                let s = cx.schedule(when, "increment", &by).map_err(RpcError::new)?;
+                Reply::json(&s.id)
+            }
+            "schedules" => Reply::json(&cx.schedules().map_err(RpcError::new)?),
             "notExposed" => Err(RpcError::NotCallable),
             _ => Err(RpcError::NoSuchMethod),
+        }
+    }
+
+    async fn on_schedule(
+        &mut self,
+        cx: &mut Context<Self>,
+        schedule: crate::Schedule,
+    ) -> Result<(), BoxError> {
+        match schedule.method.as_str() {
+            "increment" => {
+                let by: Number = schedule.payload_as()?;
+                let current = cx.state().map_or(Number::from(0), |s| s.count.clone());
+                let count = add(&current, &by).ok_or("count is not finite")?;
+                // persisted, then broadcast to every connection, as the callable does
+                cx.set_state(CounterState::new(count))?;
+                Ok(())
+            }
+            other => Err(format!("no scheduled method {other}").into()),
         }
     }
 

@@ -1,0 +1,323 @@
+//! Schedules fire on a live instance, wake a hibernated one, survive a restart and `kill -9`
+//! (missed runs run once, found by the server itself), can be cancelled and listed; bad cron
+//! expressions are refused; a failing schedule is reported and does not block the others.
+
+mod common;
+
+use agentwire::demo::counter::CounterAgent;
+use agentwire::{
+    Agent, BoxError, Call, Connection, Context, Limits, Reply, RpcError, Schedule, Server, Storage,
+    When,
+};
+use common::{spawn, Client};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const DATA_ENV: &str = "AGENTWIRE_TEST_SCHEDULE_DATA";
+const EVENTUALLY: Duration = Duration::from_secs(10);
+
+fn counter_server(storage: Storage, limits: Limits) -> Server {
+    Server::builder()
+        .agent("CounterAgent", |_| CounterAgent::new())
+        .storage(storage)
+        .limits(limits)
+        .build()
+}
+
+/// The stored count of a CounterAgent instance, read from its database file (no request to
+/// the server, which would wake the instance itself).
+fn stored_count(dir: &std::path::Path, name: &str) -> Option<i64> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("counter-agent").join(format!("{name}.sqlite")),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    let json: String = db
+        .query_row("SELECT state FROM cf_agents_state", [], |r| r.get(0))
+        .ok()?;
+    serde_json::from_str::<Value>(&json).ok()?["count"].as_i64()
+}
+
+#[tokio::test]
+async fn a_schedule_fires_on_a_live_instance_and_broadcasts() {
+    let addr = spawn(counter_server(Storage::memory(), Limits::default())).await;
+    let mut c = Client::connect(addr, "/agents/counter-agent/live")
+        .await
+        .unwrap();
+    c.connect_frames().await;
+    let id = c.call_ok("scheduleIncrement", json!([0.2, 5])).await;
+    let list = c.call_ok("schedules", json!([])).await;
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["method"], "increment");
+    assert_eq!(list[0]["type"], "delayed");
+    assert_eq!(list[0]["payload"], 5);
+    let (st, _) = c.wait_for(|v| v["type"] == "cf_agent_state").await;
+    assert_eq!(st["state"]["count"], 5);
+    assert_eq!(c.call_ok("schedules", json!([])).await, json!([]));
+}
+
+#[tokio::test]
+async fn a_due_schedule_wakes_a_hibernated_instance() {
+    let server = counter_server(
+        Storage::memory(),
+        Limits {
+            idle_timeout: Some(Duration::from_millis(100)),
+            ..Limits::default()
+        },
+    );
+    let addr = spawn(server.clone()).await;
+    let mut c = Client::connect(addr, "/agents/counter-agent/sleepy")
+        .await
+        .unwrap();
+    c.connect_frames().await;
+    c.call_ok("scheduleIncrement", json!([2.0, 3])).await;
+    // the instance hibernates while the socket stays open
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let info = server
+            .instance_info("CounterAgent", "sleepy")
+            .await
+            .unwrap();
+        if !info.awake {
+            assert_eq!(info.starts, 1);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never hibernated");
+        // (a query is an event too: ask less often than the idle timeout)
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // the schedule wakes it (a second start) and its broadcast arrives
+    let (st, _) = c.wait_for(|v| v["type"] == "cf_agent_state").await;
+    assert_eq!(st["state"]["count"], 3);
+    let info = server
+        .instance_info("CounterAgent", "sleepy")
+        .await
+        .unwrap();
+    assert_eq!(info.starts, 2);
+}
+
+/// Not a test on its own: the server process of the kill -9 test.
+#[test]
+#[ignore = "run by schedules_survive_kill_9 as its server process"]
+fn child_schedule_server() {
+    let dir = std::env::var(DATA_ENV).expect("started by the schedule test");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("LISTENING {}", listener.local_addr().unwrap());
+        counter_server(Storage::sqlite(dir), Limits::default())
+            .serve(listener)
+            .await
+            .unwrap();
+    });
+}
+
+fn start_child(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_schedule_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DATA_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("child output").unwrap();
+        if let Some((_, a)) = line.split_once("LISTENING ") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    (child, addr)
+}
+
+#[tokio::test]
+async fn schedules_survive_kill_9_and_missed_ones_run_at_start() {
+    let dir = std::env::temp_dir().join(format!("agentwire-sched-kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut child, addr) = start_child(&dir);
+    let mut c = Client::connect(addr, "/agents/counter-agent/k9")
+        .await
+        .unwrap();
+    c.connect_frames().await;
+    c.call_ok("scheduleIncrement", json!([0.5, 7])).await;
+    c.call_ok("scheduleIncrement", json!([3600, 100])).await;
+    drop(c);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // the first schedule comes due while the server is down
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(stored_count(&dir, "k9"), Some(0));
+    let (mut child, _addr) = start_child(&dir);
+    // the server finds the instance itself and runs the missed schedule once
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while stored_count(&dir, "k9") != Some(7) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missed schedule never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stored_count(&dir, "k9"), Some(7), "ran more than once");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Records what its schedules did.
+#[derive(Default, Clone)]
+struct Sched {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent for Sched {
+    type State = Value;
+
+    async fn on_call(&mut self, cx: &mut Context<Self>, call: Call) -> Result<Reply, RpcError> {
+        let ms = |i| -> Result<Duration, RpcError> { Ok(Duration::from_millis(call.arg(i)?)) };
+        let s = match call.method() {
+            "after" => cx.schedule(When::delay(ms(0)?), call.arg::<String>(1)?.as_str(), &()),
+            "every" => cx.schedule_every(ms(0)?, "tick", &()),
+            "cron" => cx.schedule(When::cron(call.arg::<String>(0)?), "tick", &()),
+            "cancel" => return Reply::json(&cx.cancel_schedule(&call.arg::<String>(0)?)?),
+            "list" => return Reply::json(&cx.schedules()?),
+            _ => return Err(RpcError::NoSuchMethod),
+        };
+        Reply::json(&s.map_err(RpcError::new)?.id)
+    }
+
+    async fn on_schedule(&mut self, _cx: &mut Context<Self>, s: Schedule) -> Result<(), BoxError> {
+        self.log.lock().unwrap().push(s.method.clone());
+        match s.method.as_str() {
+            "fail" => Err("this schedule fails".into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_error(&mut self, _cx: &mut Context<Self>, _c: Option<&Connection>, e: &BoxError) {
+        self.log.lock().unwrap().push(format!("error: {e}"));
+    }
+}
+
+async fn sched_server(storage: Storage) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let agent = Sched::default();
+    let log = agent.log.clone();
+    let server = Server::builder()
+        .agent("Sched", move |_| agent.clone())
+        .storage(storage)
+        .build();
+    (spawn(server).await, log)
+}
+
+async fn wait_log(log: &Arc<Mutex<Vec<String>>>, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let l = log.lock().unwrap().clone();
+        if l.len() >= n {
+            return l;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "log: {l:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn cancel_list_cron_errors_and_failures() {
+    let (addr, log) = sched_server(Storage::memory()).await;
+    let mut c = Client::connect(addr, "/agents/sched/s").await.unwrap();
+    c.recv_json().await; // identity (no state)
+    c.recv_json().await; // MCP servers
+                         // cancel: never runs; a second cancel finds nothing
+    let id = c.call_ok("after", json!([300, "cancelled"])).await;
+    assert_eq!(c.call_ok("list", json!([])).await[0]["id"], id);
+    assert_eq!(c.call_ok("cancel", json!([id])).await, json!(true));
+    assert_eq!(c.call_ok("cancel", json!([id])).await, json!(false));
+    // cron: errors are refused with the expression named; a valid one is listed
+    for bad in ["nonsense", "* * *", "61 * * * *"] {
+        let r = c.call("cron", json!([bad])).await;
+        assert_eq!(r["success"], false, "{bad}");
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid cron expression"),
+            "{r}"
+        );
+    }
+    c.call_ok("cron", json!(["*/5 * * * *"])).await;
+    let list = c.call_ok("list", json!([])).await;
+    assert_eq!(list[0]["type"], "cron");
+    assert_eq!(list[0]["cron"], "*/5 * * * *");
+    // a failing schedule is reported to on_error and does not keep the next from running
+    c.call_ok("after", json!([100, "fail"])).await;
+    c.call_ok("after", json!([100, "ok"])).await;
+    let l = wait_log(&log, 3).await;
+    assert!(
+        l.contains(&"fail".to_owned()) && l.contains(&"ok".to_owned()),
+        "{l:?}"
+    );
+    assert!(
+        l.contains(&"error: this schedule fails".to_owned()),
+        "{l:?}"
+    );
+    assert!(!l.iter().any(|e| e == "cancelled"));
+    // only the cron schedule is left
+    assert_eq!(
+        c.call_ok("list", json!([])).await.as_array().unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_interval_repeats_and_missed_runs_run_once_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("agentwire-sched-every-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // first server, on a runtime of its own that is then dropped (a stop, not a graceful one)
+    let (started, ready) = std::sync::mpsc::channel();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let d = dir.clone();
+    let first = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        started
+            .send(rt.block_on(sched_server(Storage::sqlite(d))))
+            .unwrap();
+        let _ = stopped.recv();
+        drop(rt);
+    });
+    let (addr, log) = ready.recv().unwrap();
+    let mut c = Client::connect(addr, "/agents/sched/e").await.unwrap();
+    c.recv_json().await;
+    c.recv_json().await;
+    c.call_ok("every", json!([150])).await;
+    let l = wait_log(&log, 2).await;
+    assert_eq!(&l[..2], ["tick", "tick"]);
+    drop(c);
+    stop.send(()).unwrap();
+    tokio::task::spawn_blocking(move || first.join().unwrap())
+        .await
+        .unwrap();
+    // down for many intervals
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_addr, log) = sched_server(Storage::sqlite(&dir)).await;
+    let l = wait_log(&log, 1).await;
+    assert_eq!(l[0], "tick");
+    // once at start, then on the interval again (not a burst of the ~6 missed ones)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(log.lock().unwrap().len(), 1, "{:?}", log.lock().unwrap());
+    wait_log(&log, 2).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
