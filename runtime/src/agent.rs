@@ -627,8 +627,25 @@ impl<A: Agent> Context<A> {
         stream: &str,
         headers: &HeaderMap,
     ) -> Result<Response<Body>, StoreError> {
+        match sse::last_event_id(headers) {
+            Some(after) => self.sse_subscribe_after(stream, after),
+            None => {
+                let (resp, tx) = sse::response();
+                self.sse.entry(stream.to_owned()).or_default().push(tx);
+                Ok(resp)
+            }
+        }
+    }
+
+    /// A `text/event-stream` response subscribed to `stream`: the logged events with an id
+    /// above `after` (`0`: all that are kept), then live events.
+    pub fn sse_subscribe_after(
+        &mut self,
+        stream: &str,
+        after: u64,
+    ) -> Result<Response<Body>, StoreError> {
         let (resp, tx) = sse::response();
-        if let (Some(after), Some(store)) = (sse::last_event_id(headers), &self.store) {
+        if let Some(store) = &self.store {
             for ev in store.sse_since(stream, after)? {
                 if tx.send_stored(&ev).is_err() {
                     break;
@@ -637,6 +654,14 @@ impl<A: Agent> Context<A> {
         }
         self.sse.entry(stream.to_owned()).or_default().push(tx);
         Ok(resp)
+    }
+
+    /// The id of the last event logged on `stream` (`0`: none).
+    pub fn sse_last_id(&self, stream: &str) -> Result<u64, StoreError> {
+        match &self.store {
+            Some(s) => s.sse_last_id(stream),
+            None => Ok(0),
+        }
     }
 
     /// Schedules a call of [`Agent::on_schedule`] with `method` and `payload` (see

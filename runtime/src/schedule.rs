@@ -475,11 +475,11 @@ impl Scheduler {
                     let _ = self.lower(&ns, &name, now_ms() + 1000);
                 }
             }
-            if !lock(&self.index)
+            let due_now = lock(&self.index)
                 .by_due
                 .first()
-                .is_some_and(|(t, _)| *t <= now_ms())
-            {
+                .is_some_and(|(t, _)| *t <= now_ms());
+            if !due_now {
                 let wait = next.map_or(Duration::from_secs(3600), |n| {
                     Duration::from_millis(n.saturating_sub(now_ms()))
                 });

@@ -288,6 +288,15 @@ impl InstanceStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    pub(crate) fn sse_last_id(&self, stream: &str) -> Result<u64, StoreError> {
+        let last: i64 = self.db.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM cf_agents_sse WHERE stream = ?1",
+            params![stream],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(last).unwrap_or(0))
+    }
+
     pub(crate) fn sse_reset(&self, stream: &str) -> Result<(), StoreError> {
         self.db.execute(
             "DELETE FROM cf_agents_sse WHERE stream = ?1",

@@ -321,3 +321,126 @@ async fn an_interval_repeats_and_missed_runs_run_once_after_a_restart() {
     wait_log(&log, 2).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Not a test on its own: the server process of the TaskRunner kill -9 test.
+#[test]
+#[ignore = "run by task_runner_survives_kill_9 as its server process"]
+fn child_task_server() {
+    let dir = std::env::var(DATA_ENV).expect("started by the task test");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("LISTENING {}", listener.local_addr().unwrap());
+        let runner =
+            agentwire::demo::tasks::TaskRunner::with_token_delay(Duration::from_millis(40));
+        agentwire::demo::server_with(Storage::sqlite(dir), Limits::default(), runner)
+            .serve(listener)
+            .await
+            .unwrap();
+    });
+}
+
+fn start_task_child(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_task_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DATA_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("child output").unwrap();
+        if let Some((_, a)) = line.split_once("LISTENING ") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    (child, addr)
+}
+
+/// The `token` events (id, token) and whether `done` came, of an SSE body.
+fn tokens_of(body: &str) -> (Vec<(u64, String)>, bool) {
+    let mut out = Vec::new();
+    let mut done = false;
+    for block in body.split("\n\n") {
+        let mut id = None;
+        let mut event = "";
+        let mut data = "";
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event = v;
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = v;
+            }
+        }
+        match event {
+            "token" => {
+                let v: Value = serde_json::from_str(data).unwrap();
+                out.push((id.unwrap(), v["token"].as_str().unwrap().to_owned()));
+            }
+            "done" => done = true,
+            _ => {}
+        }
+    }
+    (out, done)
+}
+
+#[tokio::test]
+async fn task_runner_survives_kill_9_mid_task() {
+    let dir = std::env::temp_dir().join(format!("agentwire-task-kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tasks = "/agents/task-runner/k9/tasks";
+    let (mut child, addr) = start_task_child(&dir);
+    let task = common::create_task(addr, tasks, "what survives a crash").await;
+    let id = task["id"].as_u64().unwrap();
+    let total = task["tokens"].as_u64().unwrap() as usize;
+    let status = format!("{tasks}/{id}");
+    // wait until some tokens, not all, were produced, then kill -9
+    let before = loop {
+        let (_, _, b) = common::http(addr, "GET", &status, &[], "").await;
+        let v: Value = serde_json::from_str(&b).unwrap();
+        if v["emitted"].as_u64().unwrap() >= 5 {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(before["status"], "running");
+    let (mut child, addr) = start_task_child(&dir);
+    // replay from the start after the restart: every token once, in order, then done
+    let events = format!("{status}/events");
+    let (code, _, body) = common::http(addr, "GET", &events, &[("last-event-id", "0")], "").await;
+    assert_eq!(code, 200);
+    let (toks, done) = tokens_of(&body);
+    assert!(done, "{body}");
+    assert_eq!(toks.len(), total);
+    for (i, (tid, _)) in toks.iter().enumerate() {
+        assert_eq!(*tid, i as u64 + 1);
+    }
+    let text: String = toks.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        text,
+        agentwire::demo::tasks::task_tokens(id, "what survives a crash").concat()
+    );
+    // what was reported before the kill is a prefix of it
+    assert!(text.starts_with(before["output"].as_str().unwrap()));
+    let (_, _, b) = common::http(addr, "GET", &status, &[], "").await;
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["status"], "done");
+    // nothing missing: 204
+    let last = total.to_string();
+    let (code, _, _) = common::http(addr, "GET", &events, &[("last-event-id", &last)], "").await;
+    assert_eq!(code, 204);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

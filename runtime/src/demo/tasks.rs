@@ -1,23 +1,28 @@
 //! `TaskRunner`: tasks over REST, their output over SSE, at `/agents/task-runner/{name}/tasks`.
 //!
-//! * `POST …/tasks` with a JSON body `{"prompt":"…"}` (or the prompt as plain text) answers
-//!   `201` `{"id":N,"status":"running","tokens":K,"events":"…/tasks/N/events"}`.
+//! * `POST …/tasks` with a JSON body `{"prompt":"…"}` (or the prompt as plain text) starts a
+//!   task in the background and answers `201`
+//!   `{"id":N,"status":"running","tokens":K,"events":"…/tasks/N/events"}`.
 //! * `GET …/tasks` lists the tasks; `GET …/tasks/{id}` answers
-//!   `{"id","prompt","status":"running"|"done","tokens","emitted","output","createdAt"}`.
+//!   `{"id","prompt","status":"running"|"done"|"interrupted","tokens","emitted","output","createdAt"}`.
 //! * `GET …/tasks/{id}/events` streams the output as SSE: one `token` event per token, with
 //!   ids `1..=K` and data `{"token":"…"}`, then a `done` event (no id) and the end of the
-//!   response. With `Last-Event-ID: n` only the tokens after `n` are sent, then `done`; when
-//!   nothing is missing (`n >= K`) the answer is `204`, which stops `EventSource` and
-//!   `agentwire tail` from reconnecting.
+//!   response. The tokens produced so far are replayed from the task's persisted log (after
+//!   `Last-Event-ID: n` only those after `n`), then new ones follow live as they are produced;
+//!   when nothing is missing of a finished task (`n >= K`) the answer is `204`, which stops
+//!   `EventSource` and `agentwire tail` from reconnecting.
 //!
-//! No model runs here: a task's output is derived deterministically from its id and prompt,
-//! and token `i` is produced [`TaskRunner::token_delay`] × `i` after the task was created.
-//! The task (prompt, creation time, token count) is kept in the instance's SQLite database,
-//! so status and output survive restarts; what is streaming is the path that matters.
+//! The work is real background work of the instance: a task is an interval schedule
+//! ([`Context::schedule_every`], every [`TaskRunner::token_delay`]) that asks a simulated
+//! upstream for the next token — as a model streaming its answer would produce it — and
+//! appends it to the task's SSE log, committed before it is sent. The log is also the task's
+//! progress, so a token is never produced twice. A `kill -9` loses nothing that was produced:
+//! after the restart the schedule runs again and the task continues where it was; a running
+//! task whose schedule is gone is marked `interrupted`, never silently lost.
 
 use crate::body::response;
 use crate::sse;
-use crate::{Agent, Body, BoxError, Context, HttpRequest, RequestExt};
+use crate::{Agent, Body, BoxError, Context, HttpRequest, RequestExt, Schedule};
 use http::{Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -87,16 +92,9 @@ struct Task {
     id: u64,
     prompt: String,
     created_ms: u64,
+    status: String,
+    schedule: Option<String>,
     tokens: Vec<String>,
-}
-
-impl Task {
-    /// Tokens produced by `now_ms`.
-    fn emitted(&self, now_ms: u64, delay: Duration) -> usize {
-        let elapsed = now_ms.saturating_sub(self.created_ms);
-        let n = elapsed / (delay.as_millis() as u64).max(1);
-        (n as usize).min(self.tokens.len())
-    }
 }
 
 #[derive(Serialize)]
@@ -125,18 +123,25 @@ fn error(status: StatusCode, msg: &str) -> Response<Body> {
 
 fn ensure_table(cx: &Context<TaskRunner>) -> rusqlite::Result<()> {
     cx.sql().execute_batch(
-        "CREATE TABLE IF NOT EXISTS demo_tasks (
+        "CREATE TABLE IF NOT EXISTS demo_task_runs (
              id INTEGER PRIMARY KEY AUTOINCREMENT,
              prompt TEXT NOT NULL,
-             created_ms INTEGER NOT NULL
+             created_ms INTEGER NOT NULL,
+             status TEXT NOT NULL,
+             schedule_id TEXT
          )",
     )
 }
 
+/// The SSE stream (and log) of a task's output.
+fn stream_of(id: u64) -> String {
+    format!("task-{id}")
+}
+
 fn load(cx: &Context<TaskRunner>, id: u64) -> rusqlite::Result<Option<Task>> {
-    let mut stmt = cx
-        .sql()
-        .prepare("SELECT prompt, created_ms FROM demo_tasks WHERE id = ?1")?;
+    let mut stmt = cx.sql().prepare(
+        "SELECT prompt, created_ms, status, schedule_id FROM demo_task_runs WHERE id = ?1",
+    )?;
     let mut rows = stmt.query([id as i64])?;
     Ok(match rows.next()? {
         Some(r) => {
@@ -146,27 +151,71 @@ fn load(cx: &Context<TaskRunner>, id: u64) -> rusqlite::Result<Option<Task>> {
                 tokens: task_tokens(id, &prompt),
                 prompt,
                 created_ms: r.get::<_, i64>(1)? as u64,
+                status: r.get(2)?,
+                schedule: r.get(3)?,
             })
         }
         None => None,
     })
 }
 
-fn status_of(task: &Task, delay: Duration) -> TaskStatus<'_> {
-    let emitted = task.emitted(now_ms(), delay);
-    TaskStatus {
+fn set_status(cx: &Context<TaskRunner>, id: u64, status: &str) -> rusqlite::Result<()> {
+    cx.sql().execute(
+        "UPDATE demo_task_runs SET status = ?2 WHERE id = ?1",
+        rusqlite::params![id as i64, status],
+    )?;
+    Ok(())
+}
+
+/// Tokens produced so far: the task's persisted log is its progress.
+fn emitted(cx: &Context<TaskRunner>, task: &Task) -> Result<usize, BoxError> {
+    Ok((cx.sse_last_id(&stream_of(task.id))? as usize).min(task.tokens.len()))
+}
+
+fn status_of<'a>(cx: &Context<TaskRunner>, task: &'a Task) -> Result<TaskStatus<'a>, BoxError> {
+    let emitted = emitted(cx, task)?;
+    Ok(TaskStatus {
         id: task.id,
         prompt: &task.prompt,
-        status: if emitted == task.tokens.len() {
-            "done"
-        } else {
-            "running"
-        },
+        status: &task.status,
         tokens: task.tokens.len(),
         emitted,
         output: task.tokens[..emitted].concat(),
         created_at: task.created_ms,
+    })
+}
+
+/// The simulated upstream: the next token of the task's answer, as a model would stream it.
+fn upstream_next(task: &Task, index: usize) -> Option<&str> {
+    task.tokens.get(index).map(String::as_str)
+}
+
+/// One step of a running task: the next token, appended to its log (committed) and sent to
+/// live subscribers; at the end, `done` and the schedule cancelled.
+fn step(cx: &mut Context<TaskRunner>, id: u64) -> Result<(), BoxError> {
+    let Some(task) = load(cx, id)? else {
+        return Ok(()); // forgotten (MAX_TASKS): the caller cancels the schedule
+    };
+    let stream = stream_of(id);
+    let next = emitted(cx, &task)?;
+    if task.status == "running" {
+        if let Some(token) = upstream_next(&task, next) {
+            let data = json!({ "token": token }).to_string();
+            cx.sse_publish(&stream, Some("token"), &data)?;
+        }
     }
+    if task.status != "running" || next + 1 >= task.tokens.len() {
+        if task.status == "running" {
+            set_status(cx, id, "done")?;
+        }
+        if let Some(s) = &task.schedule {
+            cx.cancel_schedule(s)?;
+        }
+        let done = json!({ "id": id, "tokens": task.tokens.len() }).to_string();
+        cx.sse_send_unlogged(&stream, Some("done"), &done);
+        cx.sse_end(&stream);
+    }
+    Ok(())
 }
 
 fn prompt_of(body: &[u8]) -> Result<String, &'static str> {
@@ -192,36 +241,41 @@ fn prompt_of(body: &[u8]) -> Result<String, &'static str> {
     Ok(prompt)
 }
 
-/// Streams `task`'s tokens after `after`, each at its production time, then `done`.
-async fn stream(tx: sse::SseSender, task: Task, after: usize, delay: Duration) {
-    let step = delay.as_millis() as u64;
-    for (i, token) in task.tokens.iter().enumerate().skip(after) {
-        let at = task.created_ms + step * (i as u64 + 1);
-        let now = now_ms();
-        if at > now {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(at - now)) => {}
-                _ = tx.closed() => return,
-            }
-        }
-        let data = json!({ "token": token }).to_string();
-        if tx
-            .send_event(Some(i as u64 + 1), Some("token"), &data)
-            .is_err()
-        {
-            return;
-        }
-    }
-    let done = json!({ "id": task.id, "tokens": task.tokens.len() }).to_string();
-    let _ = tx.send_event(None, Some("done"), &done);
-}
-
 impl Agent for TaskRunner {
     type State = Value;
 
     async fn on_start(&mut self, cx: &mut Context<Self>) -> Result<(), BoxError> {
         ensure_table(cx)?;
+        // a running task whose schedule is gone cannot continue: say so
+        let live: Vec<String> = cx.schedules()?.into_iter().map(|s| s.id).collect();
+        let orphans: Vec<(i64, Option<String>)> = {
+            let mut stmt = cx
+                .sql()
+                .prepare("SELECT id, schedule_id FROM demo_task_runs WHERE status = 'running'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, sched) in orphans {
+            if !sched.is_some_and(|s| live.contains(&s)) {
+                tracing::warn!(task = id, "task interrupted: its schedule is gone");
+                set_status(cx, id as u64, "interrupted")?;
+            }
+        }
         Ok(())
+    }
+
+    async fn on_schedule(&mut self, cx: &mut Context<Self>, s: Schedule) -> Result<(), BoxError> {
+        match s.method.as_str() {
+            "taskStep" => {
+                let id: u64 = s.payload_as()?;
+                if load(cx, id)?.is_none() {
+                    cx.cancel_schedule(&s.id)?;
+                    return Ok(());
+                }
+                step(cx, id)
+            }
+            other => Err(format!("no scheduled method {other}").into()),
+        }
     }
 
     async fn on_request(
@@ -245,15 +299,24 @@ impl Agent for TaskRunner {
                     Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e)),
                 };
                 cx.sql().execute(
-                    "INSERT INTO demo_tasks (prompt, created_ms) VALUES (?1, ?2)",
+                    "INSERT INTO demo_task_runs (prompt, created_ms, status) VALUES (?1, ?2, 'running')",
                     rusqlite::params![prompt, now_ms() as i64],
                 )?;
                 let id = cx.sql().last_insert_rowid() as u64;
-                // bounded storage: the oldest tasks beyond MAX_TASKS are forgotten
+                // the work: one token per interval, in the background, surviving restarts
+                let sched = cx.schedule_every(self.delay, "taskStep", &id)?;
                 cx.sql().execute(
-                    "DELETE FROM demo_tasks WHERE id <= ?1",
-                    [id as i64 - MAX_TASKS as i64],
+                    "UPDATE demo_task_runs SET schedule_id = ?2 WHERE id = ?1",
+                    rusqlite::params![id as i64, sched.id],
                 )?;
+                // bounded storage: the oldest tasks beyond MAX_TASKS are forgotten (a running
+                // one among them stops at its next step)
+                let old = id as i64 - MAX_TASKS as i64;
+                if old > 0 {
+                    cx.sql()
+                        .execute("DELETE FROM demo_task_runs WHERE id <= ?1", [old])?;
+                    cx.sse_reset(&stream_of(old as u64))?;
+                }
                 let tokens = task_tokens(id, &prompt).len();
                 let mut r = response::json(&json!({
                     "id": id,
@@ -268,7 +331,7 @@ impl Agent for TaskRunner {
                 let ids: Vec<u64> = {
                     let mut stmt = cx
                         .sql()
-                        .prepare("SELECT id FROM demo_tasks ORDER BY id DESC LIMIT 100")?;
+                        .prepare("SELECT id FROM demo_task_runs ORDER BY id DESC LIMIT 100")?;
                     let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
                     rows.map(|r| r.map(|v| v as u64))
                         .collect::<rusqlite::Result<_>>()?
@@ -276,8 +339,7 @@ impl Agent for TaskRunner {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     if let Some(t) = load(cx, id)? {
-                        let s = status_of(&t, self.delay);
-                        out.push(json!({"id": s.id, "prompt": s.prompt, "status": s.status}));
+                        out.push(json!({"id": t.id, "prompt": t.prompt, "status": t.status}));
                     }
                 }
                 Ok(response::json(&out))
@@ -291,16 +353,23 @@ impl Agent for TaskRunner {
                     return Ok(error(StatusCode::NOT_FOUND, "no such task"));
                 };
                 match tail {
-                    [] => Ok(response::json(&status_of(&task, self.delay))),
+                    [] => Ok(response::json(&status_of(cx, &task)?)),
                     ["events"] => {
-                        let after = sse::last_event_id(req.headers()).unwrap_or(0) as usize;
-                        if after >= task.tokens.len() {
+                        let after = sse::last_event_id(req.headers()).unwrap_or(0);
+                        let finished = task.status != "running";
+                        let stream = stream_of(task.id);
+                        if finished && after >= cx.sse_last_id(&stream)? {
                             let mut r = Response::new(Body::empty());
                             *r.status_mut() = StatusCode::NO_CONTENT;
                             return Ok(r);
                         }
-                        let (resp, tx) = sse::response();
-                        tokio::spawn(stream(tx, task, after, self.delay));
+                        // what was produced (from the log), then live tokens as they come
+                        let resp = cx.sse_subscribe_after(&stream, after)?;
+                        if finished {
+                            let done = json!({ "id": task.id, "tokens": task.tokens.len() });
+                            cx.sse_send_unlogged(&stream, Some("done"), &done.to_string());
+                            cx.sse_end(&stream);
+                        }
                         Ok(resp)
                     }
                     _ => Ok(error(StatusCode::NOT_FOUND, "not found")),
