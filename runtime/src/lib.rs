@@ -93,6 +93,7 @@
 //! | `broadcast`, `getConnections(tag)`, `getConnection(id)` | [`Context::broadcast`], [`Context::connections_tagged`], [`Context::connection`] |
 //! | `connection.setState/state/send/close` | [`Connection`] |
 //! | `this.sql` | [`Context::sql`] (the instance's own SQLite database) |
+//! | `schedule(when, "method", payload)`, `scheduleEvery`, `cancelSchedule`, `getSchedules` | [`Context::schedule`] ([`When`]: delay, date, cron), [`Context::schedule_every`], [`Context::cancel_schedule`], [`Context::schedules`]; the call lands in [`Agent::on_schedule`] — persisted, survives hibernation and restarts (see [`schedule`]) |
 //!
 //! Client state writes are refused unless [`Agent::validate_state`] accepts them (the default
 //! refuses every client write).
