@@ -100,7 +100,7 @@ pub mod mask;
 #[doc(hidden)]
 pub mod fuzz;
 
-pub use agentwire_sse::{NotUtf8, Utf8Bytes};
+pub use agentwire_utf8::{NotUtf8, Utf8Bytes};
 pub use close::CloseCode;
 pub use config::{Config, FragmentMode};
 pub use connection::{

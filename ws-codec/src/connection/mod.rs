@@ -14,17 +14,9 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
 
+pub use crate::frame::Role;
 use recv::Recv;
 use send::SendQueue;
-
-/// Which end of the connection this machine is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Masks every frame it sends; rejects masked frames (RFC 6455 §5.1).
-    Client,
-    /// Sends unmasked frames; rejects unmasked frames.
-    Server,
-}
 
 /// Who started the end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
