@@ -148,13 +148,19 @@ impl EventRef<'_> {
     }
 }
 
+/// Largest first allocation of a batch's event list, in events (32 bytes each).
+const MAX_BATCH_HINT: usize = 4096;
+
 /// No index (of [`Events`]' strings).
 const NONE: u32 = u32::MAX;
+
+/// A dispatched event: its type (`None` for `message`) and data.
+type Ready = (Option<Utf8Bytes>, Data);
 
 /// What the fast line loop stopped at.
 enum Fast {
     /// An event was dispatched, or a limit hit.
-    Ready(Result<(Option<Utf8Bytes>, Data), DecodeError>),
+    Ready(Result<Ready, DecodeError>),
     /// The region is used up.
     End,
     /// A line the general interpreter must handle.
@@ -224,6 +230,39 @@ impl Events {
         } else {
             self.strings.get(i as usize)
         }
+    }
+
+    /// Adds a dispatched event; `last_id` is the index of the last ID pushed.
+    #[inline]
+    fn push(
+        &mut self,
+        event_type: Option<Utf8Bytes>,
+        data: Data,
+        id: &Utf8Bytes,
+        last_id: &mut u32,
+    ) {
+        let (start, end, own) = match data {
+            Data::Range(start, end) => (start, end, NONE),
+            Data::Held(text) => (0, 0, self.push_string(text)),
+            Data::Many(joined) => (0, 0, self.push_string(joined.into())),
+            Data::Empty => (0, 0, NONE),
+        };
+        let ty = match event_type {
+            Some(t) => self.push_string(t),
+            None => NONE,
+        };
+        if id.is_empty() {
+            *last_id = NONE;
+        } else if *last_id == NONE || self.strings[*last_id as usize] != *id {
+            *last_id = self.push_string(id.clone());
+        }
+        self.list.push(Entry {
+            start,
+            end,
+            own,
+            ty,
+            id: *last_id,
+        });
     }
 
     fn push_string(&mut self, s: Utf8Bytes) -> u32 {
@@ -358,6 +397,8 @@ pub struct Decoder {
     current: (Option<Utf8Bytes>, Data),
     /// A limit error met while a batch was being collected, reported by the next poll.
     error_next: Option<DecodeError>,
+    /// Events in the last batch: the next batch's first allocation.
+    batch_hint: usize,
 }
 
 impl Default for Decoder {
@@ -390,6 +431,7 @@ impl Decoder {
             b: Builder::new(limits),
             current: (None, Data::Empty),
             error_next: None,
+            batch_hint: 0,
         }
     }
 
@@ -424,6 +466,8 @@ impl Decoder {
     /// Sets the last event ID string, e.g. to resume a stream saved elsewhere.
     pub fn set_last_event_id(&mut self, id: Utf8Bytes) {
         self.b.last_event_id = id;
+        // As before: the next dispatch sets it from the ID buffer again.
+        self.b.id_changed = true;
     }
 
     /// The reconnection time the server asked for with its last valid `retry:` field.
@@ -459,6 +503,7 @@ impl Decoder {
         self.error_next = None;
         self.b.reset_event();
         self.b.id_buffer = Utf8Bytes::new();
+        self.b.id_changed = true;
     }
 
     /// Output: the next dispatched event, `None` when more input is needed, or a limit error
@@ -537,50 +582,25 @@ impl Decoder {
         }
         let mut batch = Events {
             text: Utf8Bytes::new(),
-            list: Vec::new(),
+            list: Vec::with_capacity(self.batch_hint),
             strings: Vec::new(),
         };
         let mut last_id = NONE;
         loop {
-            loop {
-                match self.scan_region() {
-                    None => break,
-                    Some(Ok((event_type, data))) => {
-                        let (start, end, own) = match data {
-                            Data::Range(start, end) => (start, end, NONE),
-                            Data::Held(text) => (0, 0, batch.push_string(text)),
-                            Data::Many(joined) => (0, 0, batch.push_string(joined.into())),
-                            Data::Empty => (0, 0, NONE),
-                        };
-                        let ty = match event_type {
-                            Some(t) => batch.push_string(t),
-                            None => NONE,
-                        };
-                        let id = &self.b.last_event_id;
-                        if id.is_empty() {
-                            last_id = NONE;
-                        } else if last_id == NONE || batch.strings[last_id as usize] != *id {
-                            last_id = batch.push_string(id.clone());
-                        }
-                        batch.list.push(Entry {
-                            start,
-                            end,
-                            own,
-                            ty,
-                            id: last_id,
-                        });
-                    }
-                    Some(Err(e)) if batch.list.is_empty() => return Some(Err(e)),
-                    Some(Err(e)) => {
-                        self.error_next = Some(e);
-                        break;
-                    }
-                }
+            let mut emit = |id: &Utf8Bytes, (event_type, data): Ready| {
+                batch.push(event_type, data, id, &mut last_id);
+                None
+            };
+            match self.scan_region_with(&mut emit) {
+                None | Some(Ok(_)) => {}
+                Some(Err(e)) if batch.list.is_empty() => return Some(Err(e)),
+                Some(Err(e)) => self.error_next = Some(e),
             }
             if !batch.list.is_empty() {
                 if let Some(text) = &self.region_text {
                     batch.text = text.clone();
                 }
+                self.batch_hint = batch.list.len().min(MAX_BATCH_HINT);
                 return Some(Ok(batch));
             }
             if let Some(error) = self.deferred.take() {
@@ -622,17 +642,34 @@ impl Decoder {
     /// Interprets lines of the current region until an event is dispatched or a limit is hit;
     /// `None` when the region is used up.
     #[inline]
-    fn scan_region(&mut self) -> Option<Result<(Option<Utf8Bytes>, Data), DecodeError>> {
+    fn scan_region(&mut self) -> Option<Result<Ready, DecodeError>> {
+        self.scan_region_with(&mut |_, ready| Some(ready))
+    }
+
+    /// Interprets lines of the current region, handing each dispatched event to `emit` with
+    /// the last event ID; stops when `emit` gives the event back (returned), at a limit error,
+    /// or (`None`) when the region is used up.
+    #[inline(always)]
+    fn scan_region_with<F>(&mut self, emit: &mut F) -> Option<Result<Ready, DecodeError>>
+    where
+        F: FnMut(&Utf8Bytes, Ready) -> Option<Ready>,
+    {
         while self.pos < self.region.len() {
             if !self.region_single && !self.b.skipping_event {
-                match self.fast_lines() {
+                match self.fast_lines(emit) {
                     Fast::Ready(out) => return Some(out),
                     Fast::End => return None,
                     Fast::Other => {}
                 }
             }
-            if let Some(out) = self.step() {
-                return Some(out);
+            match self.step() {
+                None => {}
+                Some(Ok(ready)) => {
+                    if let Some(ready) = emit(&self.b.last_event_id, ready) {
+                        return Some(Ok(ready));
+                    }
+                }
+                Some(Err(e)) => return Some(Err(e)),
             }
         }
         None
@@ -641,8 +678,11 @@ impl Decoder {
     /// The common lines, without the general field dispatcher: `data:` lines and blank lines
     /// ending in LF, in a region of valid UTF-8. Stops at any other line (`Fast::Other`,
     /// `pos` at its start) for [`step`](Self::step) to interpret.
-    #[inline]
-    fn fast_lines(&mut self) -> Fast {
+    #[inline(always)]
+    fn fast_lines<F>(&mut self, emit: &mut F) -> Fast
+    where
+        F: FnMut(&Utf8Bytes, Ready) -> Option<Ready>,
+    {
         let Some(text) = &self.region_text else {
             return Fast::Other;
         };
@@ -658,8 +698,10 @@ impl Decoder {
             if first == b'\n' {
                 pos += 1;
                 if let Some(ready) = b.dispatch() {
-                    self.pos = pos;
-                    return Fast::Ready(Ok(ready));
+                    if let Some(ready) = emit(&b.last_event_id, ready) {
+                        self.pos = pos;
+                        return Fast::Ready(Ok(ready));
+                    }
                 }
                 continue;
             }
@@ -876,6 +918,8 @@ struct Builder {
     event_size: usize,
     event_type: Option<Utf8Bytes>,
     id_buffer: Utf8Bytes,
+    /// `id_buffer` may differ from `last_event_id`: the next dispatch copies it.
+    id_changed: bool,
     last_event_id: Utf8Bytes,
     retry: Option<u64>,
     /// Size of the last multi-line data: the first allocation for the next one, so a steady
@@ -892,6 +936,7 @@ impl Builder {
             event_size: 0,
             event_type: None,
             id_buffer: Utf8Bytes::new(),
+            id_changed: false,
             last_event_id: Utf8Bytes::new(),
             retry: None,
             many_hint: 0,
@@ -970,6 +1015,7 @@ impl Builder {
             }
             b"id" if memchr::memchr(0, &region[value_start..end]).is_none() => {
                 self.id_buffer = owned_text();
+                self.id_changed = true;
             }
             b"retry"
                 if value_start < end && region[value_start..end].iter().all(u8::is_ascii_digit) =>
@@ -1035,7 +1081,10 @@ impl Builder {
     /// WHATWG "dispatch the event": the event's type (`None` for `message`) and its data.
     #[inline]
     fn dispatch(&mut self) -> Option<(Option<Utf8Bytes>, Data)> {
-        self.last_event_id = cheap_clone(&self.id_buffer);
+        if self.id_changed {
+            self.last_event_id = cheap_clone(&self.id_buffer);
+            self.id_changed = false;
+        }
         let data = std::mem::take(&mut self.data);
         if let Data::Empty = data {
             self.reset_event();
