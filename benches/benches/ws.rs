@@ -177,7 +177,44 @@ fn rt() -> tokio::runtime::Runtime {
 
 // ===== decode arms: each returns the number of payload bytes delivered =====
 
+/// The main owned API: `handle_input`, then runs of small messages with `poll_messages`
+/// (one batch per run, no reference count per message) and everything else with
+/// `poll_event`.
 fn dec_agentwire(w: &Workload) -> usize {
+    let config = Config::default()
+        .with_max_frame_payload(2 << 20)
+        .with_max_message(2 << 20);
+    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
+    let now = std::time::Instant::now();
+    let mut buf = BytesMut::with_capacity(READ);
+    let mut got = 0;
+    for chunk in w.wire.chunks(READ) {
+        buf.extend_from_slice(chunk);
+        conn.handle_input(now, &mut buf);
+        loop {
+            if let Some(batch) = conn.poll_messages() {
+                for m in &batch {
+                    match m {
+                        EventRef::Text(t) => got += black_box(t).len(),
+                        EventRef::Binary(b) => got += black_box(b).len(),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            match conn.poll_event() {
+                Some(Event::Text(t)) => got += black_box(t).len(),
+                Some(Event::Binary(b)) => got += black_box(b).len(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    got
+}
+
+/// One owned event per message: `handle_input` + `poll_event`.
+fn dec_agentwire_event(w: &Workload) -> usize {
     let config = Config::default()
         .with_max_frame_payload(2 << 20)
         .with_max_message(2 << 20);
@@ -559,6 +596,7 @@ fn bench(c: &mut Criterion) {
         let payload_total = w.frames * w.payload.len();
         // every decode arm must deliver every payload byte
         assert_eq!(dec_agentwire(&w), payload_total);
+        assert_eq!(dec_agentwire_event(&w), payload_total);
         assert_eq!(dec_floor(&w), payload_total);
         assert_eq!(dec_agentwire_frame(&w), payload_total);
         assert_eq!(dec_agentwire_borrowed(&w), payload_total);
@@ -572,6 +610,9 @@ fn bench(c: &mut Criterion) {
         let mut scratch = Vec::with_capacity(w.wire.len());
         g.bench_function(BenchmarkId::from_parameter("agentwire"), |b| {
             b.iter(|| dec_agentwire(&w))
+        });
+        g.bench_function(BenchmarkId::from_parameter("agentwire-event"), |b| {
+            b.iter(|| dec_agentwire_event(&w))
         });
         g.bench_function(BenchmarkId::from_parameter("agentwire-borrowed"), |b| {
             b.iter(|| dec_agentwire_borrowed(&w))

@@ -15,6 +15,40 @@ use std::time::Instant;
 /// already buffered when that is more (geometric growth), never more than the frame needs.
 const RESERVE_STEP: usize = 256 * 1024;
 
+/// Largest payload a run of small messages copies out of the read buffer (see
+/// `Connection::small_run`): 1 KiB, where copying costs about what a reference count per
+/// message costs; larger payloads are split off the read buffer without copying.
+pub(super) const SMALL_MESSAGE: usize = 1024;
+
+/// A run of small single-frame messages, copied out of the read buffer together: texts in
+/// one string, binaries in one buffer. Handed out message by message by `poll_event`, or
+/// whole by `poll_messages`.
+#[derive(Debug, Clone)]
+pub(super) struct Batch {
+    pub(super) text: Utf8Bytes,
+    pub(super) binary: Bytes,
+    /// Kind and range (in `text` or `binary`) of each message.
+    pub(super) list: Vec<(DataKind, usize, usize)>,
+    /// Messages before this one were handed out.
+    pub(super) next: usize,
+}
+
+impl Batch {
+    /// The next message as an owned event (sharing the run's buffers).
+    pub(super) fn next_event(&mut self) -> Option<Event> {
+        let &(kind, start, end) = self.list.get(self.next)?;
+        self.next += 1;
+        Some(match kind {
+            DataKind::Text => Event::Text(self.text.slice(start, end).unwrap_or_default()),
+            DataKind::Binary => Event::Binary(self.binary.slice(start..end)),
+        })
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.next >= self.list.len()
+    }
+}
+
 /// A message being reassembled.
 #[derive(Debug)]
 enum Partial {
@@ -61,7 +95,96 @@ impl Recv {
 
 impl Connection {
     pub(super) fn handle_input_impl(&mut self, now: Instant, src: &mut BytesMut) {
-        while self.step(now, src) {}
+        loop {
+            self.small_run(now, src);
+            if !self.step(now, src) {
+                return;
+            }
+        }
+    }
+
+    /// The run of complete, unfragmented, uncompressed small data frames at the front of
+    /// `src`: each payload is copied out (unmasked on the way) into one text or one binary
+    /// buffer for the whole run, and the run is queued as one [`Batch`]. A run costs one
+    /// allocation per buffer and no reference count per message, where splitting each payload
+    /// off the read buffer costs two atomic operations per message. Any other frame ends the
+    /// run and goes through [`step`](Self::step).
+    fn small_run(&mut self, now: Instant, src: &mut BytesMut) {
+        if self.recv.header.is_some()
+            || self.recv.message.is_some()
+            || self.recv.stopped
+            || self.config.fragments != FragmentMode::Reassemble
+            || matches!(self.state, State::Closed)
+        {
+            return;
+        }
+        let mut pos = 0;
+        let mut text = String::new();
+        let mut binary: Vec<u8> = Vec::new();
+        let mut scratch = [0u8; SMALL_MESSAGE];
+        let mut list = Vec::new();
+        let mut invalid = None;
+        while let Ok(Some((h, n))) = FrameHeader::decode(&src[pos..]) {
+            if !h.fin
+                || h.rsv != 0
+                || !matches!(h.opcode, OpCode::Text | OpCode::Binary)
+                || h.len > SMALL_MESSAGE as u64
+            {
+                break;
+            }
+            let len = h.len as usize;
+            if src.len() - pos - n < len || self.check_header(&h).is_err() {
+                break;
+            }
+            let payload = &src[pos + n..pos + n + len];
+            if h.opcode == OpCode::Text {
+                // Unmasked and validated in a scratch buffer, then appended: the run's text
+                // is built from `str`s, never validated twice.
+                let piece = &mut scratch[..len];
+                piece.copy_from_slice(payload);
+                if let Some(key) = h.mask {
+                    apply_mask(piece, key, 0);
+                }
+                let Ok(piece) = simdutf8::basic::from_utf8(piece) else {
+                    invalid = Some(n + len);
+                    break;
+                };
+                if text.capacity() == 0 {
+                    text.reserve(src.len() - pos);
+                }
+                let start = text.len();
+                text.push_str(piece);
+                list.push((DataKind::Text, start, start + len));
+            } else {
+                if binary.capacity() == 0 {
+                    binary.reserve(src.len() - pos);
+                }
+                let start = binary.len();
+                binary.extend_from_slice(payload);
+                if let Some(key) = h.mask {
+                    apply_mask(&mut binary[start..], key, 0);
+                }
+                list.push((DataKind::Binary, start, start + len));
+            }
+            pos += n + len;
+            self.stats.frames_received += 1;
+            self.stats.bytes_received += len as u64;
+        }
+        if pos > 0 {
+            self.alive(now);
+            src.advance(pos);
+            self.events.push_back(Pending::Batch(Box::new(Batch {
+                text: Utf8Bytes::from(text),
+                binary: Bytes::from(binary),
+                list,
+                next: 0,
+            })));
+        }
+        if let Some(skip) = invalid {
+            self.alive(now);
+            src.advance(skip);
+            self.fail(ProtocolError::InvalidUtf8);
+        }
     }
 
     /// Processes at most one frame (or the header of one); `false` when no further progress
