@@ -723,6 +723,20 @@ impl Decoder {
             }
             self.long_lines = end - pos > crate::scan::SHORT_LINE;
             let value = after_colon + usize::from(after_colon < end && bytes[after_colon] == b' ');
+            // The most common event of all, one `data:` line and a blank line, with no data
+            // before it: dispatched here, its range never stored in the builder.
+            if matches!(b.data, Data::Empty)
+                && bytes.get(end + 1) == Some(&b'\n')
+                && b.event_size + (end - value) <= b.limits.max_event
+            {
+                pos = end + 2;
+                let ready = b.dispatch_single(value, end);
+                if let Some(ready) = emit(&b.last_event_id, ready) {
+                    self.pos = pos;
+                    return Fast::Ready(Ok(ready));
+                }
+                continue;
+            }
             pos = end + 1;
             if let Err(e) = b.data_line(text, value, end) {
                 self.pos = pos;
@@ -1076,6 +1090,22 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// "Dispatch the event" for an event whose only data line is `start..end` of the region,
+    /// not yet added to the builder.
+    #[inline(always)]
+    fn dispatch_single(&mut self, start: usize, end: usize) -> Ready {
+        if self.id_changed {
+            self.last_event_id = cheap_clone(&self.id_buffer);
+            self.id_changed = false;
+        }
+        let event_type = match self.event_type.take() {
+            Some(t) if !t.is_empty() => Some(t),
+            _ => None,
+        };
+        self.event_size = 0;
+        (event_type, Data::Range(start, end))
     }
 
     /// WHATWG "dispatch the event": the event's type (`None` for `message`) and its data.

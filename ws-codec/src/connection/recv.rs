@@ -77,9 +77,12 @@ pub(super) struct Recv {
     utf8: Utf8Validator,
     /// Set once a Close or a violation was parsed: later input is not looked at.
     pub(super) stopped: bool,
-    /// Payload bytes of the partial frame already unmasked (and, for text, checked).
-    progress: usize,
-    /// Fail-fast UTF-8 check of a partial text frame (state after `progress` bytes).
+    /// The payload of a frame that did not arrive in one piece, moved out of the input as
+    /// it arrives (unmasked, and for text checked, on the way). Unallocated otherwise.
+    partial: Vec<u8>,
+    /// A frame's payload is being collected in `partial`.
+    collecting: bool,
+    /// Fail-fast UTF-8 check of a partial text frame (state after the bytes in `partial`).
     early: Option<Utf8Validator>,
 }
 
@@ -88,7 +91,8 @@ impl Recv {
         self.header = None;
         self.message = None;
         self.utf8.reset();
-        self.progress = 0;
+        self.partial = Vec::new();
+        self.collecting = false;
         self.early = None;
     }
 }
@@ -215,30 +219,18 @@ impl Connection {
         };
         // `check_header` bounded the length by `max_frame_payload` (a usize)
         let len = hdr.len as usize;
-        if src.len() < len {
-            if src.len() > self.recv.progress {
-                self.alive(now);
-                if let Err(e) = self.early_check(&hdr, src) {
-                    self.fail(e);
-                    return false;
-                }
-            }
-            // room for the next read, but not the whole declared length at once: a 10-byte
-            // header must not buy a 16 MiB allocation; the buffer grows as bytes arrive
-            // (growth is geometric: at least what is already buffered, so a large frame
-            // costs O(n) copying in total)
-            src.reserve((len - src.len()).min(RESERVE_STEP.max(src.len())));
-            return false;
+        if self.recv.collecting || src.len() < len {
+            // A frame that does not arrive in one piece gets a buffer of its own, so the
+            // input buffer stays small and reusable instead of growing (and being copied
+            // whenever an earlier message still holds it).
+            return self.collect(now, hdr, src);
         }
         self.recv.header = None;
         self.alive(now);
         let mut payload = src.split_to(len);
         if let Some(key) = hdr.mask {
-            let done = self.recv.progress;
-            apply_mask(&mut payload[done..], key, done);
+            apply_mask(&mut payload, key, 0);
         }
-        self.recv.progress = 0;
-        self.recv.early = None;
         self.stats.frames_received += 1;
         self.stats.bytes_received += len as u64;
         self.on_frame(hdr, payload);
@@ -298,17 +290,51 @@ impl Connection {
         Some(())
     }
 
-    /// A partial frame grew: unmask the new bytes in place (never twice) and, for text, check
-    /// them so invalid UTF-8 fails at once instead of after the whole frame (RFC 6455 §8.1,
-    /// Autobahn 6.4.*). The complete frame is still validated once more when it is turned into
-    /// a `Utf8Bytes`, the one validation that builds the value.
-    fn early_check(&mut self, hdr: &FrameHeader, src: &mut BytesMut) -> Result<(), ProtocolError> {
-        let start = self.recv.progress;
-        let end = src.len();
-        if let Some(key) = hdr.mask {
-            apply_mask(&mut src[start..end], key, start);
+    /// Moves the bytes of a frame that did not arrive in one piece from `src` into its own
+    /// buffer, unmasking them on the way; hands the frame on once complete. The buffer grows
+    /// as bytes arrive, never more than 256 KiB (or twice what arrived) ahead of them, so a
+    /// 10-byte header cannot buy a 16 MiB allocation; growth is geometric, so a large frame
+    /// costs O(n) copying in total.
+    fn collect(&mut self, now: Instant, hdr: FrameHeader, src: &mut BytesMut) -> bool {
+        let len = hdr.len as usize;
+        self.recv.collecting = true;
+        let have = self.recv.partial.len();
+        let take = (len - have).min(src.len());
+        if take > 0 {
+            self.alive(now);
+            let buf = &mut self.recv.partial;
+            if buf.capacity() - have < take {
+                let grown = (2 * buf.capacity()).max(RESERVE_STEP).max(have + take);
+                buf.reserve_exact(grown.min(len) - have);
+            }
+            buf.extend_from_slice(&src[..take]);
+            src.advance(take);
+            if let Some(key) = hdr.mask {
+                apply_mask(&mut buf[have..], key, have);
+            }
+            if let Err(e) = self.early_check(&hdr, have) {
+                self.fail(e);
+                return false;
+            }
         }
-        self.recv.progress = end;
+        if self.recv.partial.len() < len {
+            return false;
+        }
+        self.recv.header = None;
+        self.recv.collecting = false;
+        self.recv.early = None;
+        let payload = BytesMut::from(Bytes::from(std::mem::take(&mut self.recv.partial)));
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += len as u64;
+        self.on_frame(hdr, payload);
+        true
+    }
+
+    /// A partial frame grew (its new bytes start at `start` of the frame buffer, unmasked):
+    /// for text, check them so invalid UTF-8 fails at once instead of after the whole frame
+    /// (RFC 6455 §8.1, Autobahn 6.4.*). The complete frame is still validated once more when
+    /// it is turned into a `Utf8Bytes`, the one validation that builds the value.
+    fn early_check(&mut self, hdr: &FrameHeader, start: usize) -> Result<(), ProtocolError> {
         // compressed text is checked after inflating, frame by frame
         let text = match hdr.opcode {
             OpCode::Text => hdr.rsv & super::RSV1 == 0,
@@ -329,7 +355,7 @@ impl Connection {
                     Utf8Validator::default()
                 }
             });
-            v.feed(&src[start..end], false, None)
+            v.feed(&self.recv.partial[start..], false, None)
                 .map_err(|()| ProtocolError::InvalidUtf8)?;
         }
         Ok(())

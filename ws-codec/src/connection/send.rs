@@ -170,14 +170,19 @@ impl SendQueue {
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = h.encode(&mut hb);
         let need = n + len;
-        if self.tail.capacity() - self.tail.len() < need {
+        // Room for the whole 14-byte header array: copying a fixed size is a few moves, a
+        // variable-length copy is a call.
+        let room = need + MAX_HEADER_LEN;
+        if self.tail.capacity() - self.tail.len() < room {
             if self.tail.is_empty() {
-                self.tail = BytesMut::with_capacity(need.max(FIRST_CHUNK));
+                self.tail = BytesMut::with_capacity(room.max(FIRST_CHUNK));
             } else {
-                self.tail.reserve(need.max(TAIL_CHUNK));
+                self.tail.reserve(room.max(TAIL_CHUNK));
             }
         }
-        self.tail.extend_from_slice(&hb[..n]);
+        let at = self.tail.len();
+        self.tail.extend_from_slice(&hb);
+        self.tail.truncate(at + n);
         let start = self.tail.len();
         self.tail.extend_from_slice(&payload);
         if let Some(k) = mask {
@@ -296,6 +301,20 @@ impl SendQueue {
     pub(super) fn drain_into(&mut self, dst: &mut BytesMut) -> (u64, usize) {
         if self.close_sent {
             return (0, 0);
+        }
+        // The common case: only small frames, all in `tail`.
+        if self.queue.is_empty()
+            && self.pongs.is_empty()
+            && self.ping.is_none()
+            && self.close.is_none()
+        {
+            let n = self.tail.len();
+            if n > 0 {
+                dst.extend_from_slice(&self.tail);
+                self.tail.clear();
+            }
+            self.queued_bytes = 0;
+            return (u64::from(n > 0), n);
         }
         let start = dst.len();
         let mut frames = 0;
