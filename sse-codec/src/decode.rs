@@ -655,7 +655,8 @@ impl Decoder {
         F: FnMut(&Utf8Bytes, Ready) -> Option<Ready>,
     {
         while self.pos < self.region.len() {
-            if !self.region_single && !self.b.skipping_event {
+            // (A `region_single` line is searched again here: cheaper than the general path.)
+            if !self.b.skipping_event {
                 match self.fast_lines(emit) {
                     Fast::Ready(out) => return Some(out),
                     Fast::End => return None,
