@@ -185,9 +185,10 @@ pub struct Transmit {
     /// The payload. In the server role, a payload of at least
     /// [`COALESCE_BELOW`] bytes is the `Bytes` given to the
     /// send call, never copied; smaller frames are encoded together into one buffer (one write
-    /// and one reference count for many frames). In the client role frames are masked into
-    /// that buffer (RFC 6455 §5.3 requires a fresh mask, so the caller's bytes cannot be sent
-    /// as they are).
+    /// and one reference count for many frames). In the client role payloads are masked with a
+    /// fresh key per frame (RFC 6455 §5.3), so the caller's bytes cannot be sent as they are:
+    /// small frames are masked into that shared buffer, larger ones into a buffer of their own
+    /// (or, with `poll_transmit_into`, straight into the driver's buffer).
     pub payload: Bytes,
 }
 
