@@ -4,7 +4,7 @@ use crate::error::ProtocolError;
 use crate::message::{RpcId, RpcRequest, RpcResponse};
 use crate::raw::RawJson;
 use crate::texts;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Default timeout of a non-streaming call in the reference client (30 s).
@@ -50,8 +50,8 @@ impl Default for CallOptions {
     }
 }
 
-/// What happened to a call, as a result of [`CallTable::on_response`],
-/// [`CallTable::handle_timeout`] or [`CallTable::on_connection_lost`].
+/// What happened to a call, from [`CallTable::poll_event`] after
+/// [`CallTable::handle_input`], [`CallTable::handle_timeout`] or [`CallTable::handle_eof`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallEvent {
@@ -99,8 +99,14 @@ struct Pending {
 /// The client's in-flight calls: id allocation, chunk/completion/error correlation, timeouts,
 /// and rejection of everything pending when the connection is lost.
 ///
-/// Sans-IO: it never reads a socket or a clock. The caller sends the returned requests, feeds
-/// RPC responses in, passes `now` in and asks for the next deadline.
+/// Sans-IO, in the vocabulary of the other agentwire machines: it never reads a socket or a
+/// clock. The caller sends the returned requests; hands RPC responses to
+/// [`handle_input`](Self::handle_input), the time to [`handle_timeout`](Self::handle_timeout)
+/// and a lost connection to [`handle_eof`](Self::handle_eof); then drains
+/// [`poll_event`](Self::poll_event) and asks [`poll_timeout`](Self::poll_timeout) for the next
+/// deadline. Failures (server errors, timeouts, a lost connection) come out of `poll_event`
+/// as [`CallEvent::Failed`]. Each `handle_*` call queues at most one event per pending call
+/// (one for a response), so draining `poll_event` after each call keeps the queue that small.
 ///
 /// Put a call in the table when its request is handed to the socket: the reference client
 /// rejects transmitted calls with `Connection closed` when the socket closes, while requests
@@ -114,7 +120,8 @@ struct Pending {
 ///     .start("add", RawJson::from_string("[2,3]".into()).unwrap(), CallOptions::regular(), Instant::now())
 ///     .unwrap();
 /// assert_eq!(req.to_json(), r#"{"args":[2,3],"id":"1","method":"add","type":"rpc"}"#);
-/// let ev = calls.on_response(RpcResponse::done(req.id().clone(), &5).unwrap());
+/// calls.handle_input(RpcResponse::done(req.id().clone(), &5).unwrap());
+/// let ev = calls.poll_event().unwrap();
 /// assert!(matches!(ev, CallEvent::Completed { ref result, .. } if result.as_ref().unwrap().get() == "5"));
 /// assert!(calls.is_empty());
 /// ```
@@ -124,6 +131,7 @@ pub struct CallTable {
     next: u64,
     seq: u64,
     pending: HashMap<RpcId, Pending>,
+    events: VecDeque<CallEvent>,
 }
 
 impl CallTable {
@@ -194,8 +202,19 @@ impl CallTable {
         self.seq
     }
 
-    /// Feeds one RPC response. `Error` and `Done` end the call; `Chunk` keeps it pending.
-    pub fn on_response(&mut self, response: RpcResponse) -> CallEvent {
+    /// Input: one RPC response. `Error` and `Done` end the call; `Chunk` keeps it pending.
+    /// Queues exactly one event.
+    pub fn handle_input(&mut self, response: RpcResponse) {
+        let ev = self.response_event(response);
+        self.events.push_back(ev);
+    }
+
+    /// Output: the next event, `None` when every event was taken.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    fn response_event(&mut self, response: RpcResponse) -> CallEvent {
         let id = response.id().clone();
         if !self.pending.contains_key(&id) {
             return CallEvent::UnknownId { id };
@@ -225,8 +244,8 @@ impl CallTable {
         self.pending.values().filter_map(|p| p.deadline).min()
     }
 
-    /// Fails every call whose deadline is at or before `now`, oldest first.
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<CallEvent> {
+    /// Input: time passed. Every call whose deadline is at or before `now` fails, oldest first.
+    pub fn handle_timeout(&mut self, now: Instant) {
         let expired: Vec<RpcId> = self
             .pending
             .iter()
@@ -238,27 +257,25 @@ impl CallTable {
         })
     }
 
-    /// The connection was lost: every pending call fails with `Connection closed`, oldest
-    /// first, and the table is empty afterwards.
-    pub fn on_connection_lost(&mut self) -> Vec<CallEvent> {
+    /// Input: the connection was lost. Every pending call fails with `Connection closed`,
+    /// oldest first, and the table is empty afterwards.
+    pub fn handle_eof(&mut self) {
         let all: Vec<RpcId> = self.pending.keys().cloned().collect();
         self.reject(all, |_| texts::CONNECTION_CLOSED.to_owned())
     }
 
-    fn reject(&mut self, ids: Vec<RpcId>, error: impl Fn(&Pending) -> String) -> Vec<CallEvent> {
+    fn reject(&mut self, ids: Vec<RpcId>, error: impl Fn(&Pending) -> String) {
         let mut removed: Vec<(RpcId, Pending)> = ids
             .into_iter()
             .filter_map(|id| self.pending.remove(&id).map(|p| (id, p)))
             .collect();
         removed.sort_by_key(|(_, p)| p.seq);
-        removed
-            .into_iter()
-            .map(|(id, p)| CallEvent::Failed {
+        self.events
+            .extend(removed.into_iter().map(|(id, p)| CallEvent::Failed {
                 error: error(&p),
                 id,
                 method: p.method,
-            })
-            .collect()
+            }));
     }
 
     /// Forgets a call without an event (e.g. the application gave up on it). Returns whether

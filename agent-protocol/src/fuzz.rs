@@ -96,9 +96,13 @@ fn check_server(text: &str) {
                     now,
                 );
                 let terminal = resp.is_terminal();
-                let _ = calls.on_response(resp);
+                calls.handle_input(resp);
+                assert!(calls.poll_event().is_some());
+                assert!(calls.poll_event().is_none());
                 assert_eq!(calls.is_empty(), terminal);
-                assert_eq!(calls.on_connection_lost().len(), usize::from(!terminal));
+                calls.handle_eof();
+                let failed = std::iter::from_fn(|| calls.poll_event()).count();
+                assert_eq!(failed, usize::from(!terminal));
             }
         }
     }

@@ -125,4 +125,4 @@ pub use routing::{
 pub use state::{connect_sequence, StateFrame, EMPTY_MCP_SERVERS_FRAME};
 
 /// Re-exported so that users can name the encoded-frame type without another dependency.
-pub use agentwire_sse::Utf8Bytes;
+pub use agentwire_utf8::Utf8Bytes;

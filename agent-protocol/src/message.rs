@@ -2,7 +2,7 @@
 
 use crate::error::ProtocolError;
 use crate::raw::RawJson;
-use agentwire_sse::Utf8Bytes;
+use agentwire_utf8::Utf8Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::collections::BTreeMap;

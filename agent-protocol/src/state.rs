@@ -1,7 +1,7 @@
 //! [`StateFrame`]: a state broadcast serialised once, sent to any number of connections.
 
 use crate::raw::RawJson;
-use agentwire_sse::Utf8Bytes;
+use agentwire_utf8::Utf8Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 

@@ -10,6 +10,28 @@ fn args(s: &str) -> RawJson {
     RawJson::from_string(s.to_owned()).unwrap()
 }
 
+/// One response in, its one event out.
+fn respond(t: &mut CallTable, r: RpcResponse) -> CallEvent {
+    t.handle_input(r);
+    let ev = t.poll_event().expect("one event per response");
+    assert!(t.poll_event().is_none());
+    ev
+}
+
+fn drain(t: &mut CallTable) -> Vec<CallEvent> {
+    std::iter::from_fn(|| t.poll_event()).collect()
+}
+
+fn lost(t: &mut CallTable) -> Vec<CallEvent> {
+    t.handle_eof();
+    drain(t)
+}
+
+fn timeout(t: &mut CallTable, now: Instant) -> Vec<CallEvent> {
+    t.handle_timeout(now);
+    drain(t)
+}
+
 fn response(frame: &str) -> RpcResponse {
     match classify_server(frame) {
         ServerInbound::Protocol(ServerMessage::Rpc(r)) => r,
@@ -31,9 +53,10 @@ fn regular_call_completes() {
     );
     assert!(t.contains("1"));
     assert_eq!(t.is_streaming("1"), Some(false));
-    let ev = t.on_response(response(
-        r#"{"done":true,"id":"1","result":5,"success":true,"type":"rpc"}"#,
-    ));
+    let ev = respond(
+        &mut t,
+        response(r#"{"done":true,"id":"1","result":5,"success":true,"type":"rpc"}"#),
+    );
     assert_eq!(
         ev,
         CallEvent::Completed {
@@ -44,7 +67,7 @@ fn regular_call_completes() {
     );
     assert!(t.is_empty());
     // a second reply for the same id is unknown now
-    let ev = t.on_response(RpcResponse::done_void("1"));
+    let ev = respond(&mut t, RpcResponse::done_void("1"));
     assert_eq!(ev, CallEvent::UnknownId { id: "1".into() });
 }
 
@@ -59,7 +82,7 @@ fn void_result_has_no_value() {
             Instant::now(),
         )
         .unwrap();
-    let ev = t.on_response(RpcResponse::done_void(req.id().clone()));
+    let ev = respond(&mut t, RpcResponse::done_void(req.id().clone()));
     assert!(
         matches!(ev, CallEvent::Completed { result: None, .. }),
         "{ev:?}"
@@ -85,14 +108,14 @@ fn streaming_chunks_then_done() {
     );
     let mut chunks = Vec::new();
     for n in [3, 2, 1] {
-        match t.on_response(RpcResponse::chunk("c-1", &n).unwrap()) {
+        match respond(&mut t, RpcResponse::chunk("c-1", &n).unwrap()) {
             CallEvent::Chunk { result, .. } => chunks.push(result.unwrap().get().to_owned()),
             other => panic!("{other:?}"),
         }
         assert_eq!(t.len(), 1);
     }
     assert_eq!(chunks, ["3", "2", "1"]);
-    let ev = t.on_response(RpcResponse::done("c-1", "liftoff").unwrap());
+    let ev = respond(&mut t, RpcResponse::done("c-1", "liftoff").unwrap());
     assert!(
         matches!(ev, CallEvent::Completed { ref result, .. } if result.as_ref().unwrap().get() == "\"liftoff\"")
     );
@@ -112,10 +135,10 @@ fn streaming_error_after_chunk_fails() {
         .unwrap();
     let id = req.id().clone();
     assert!(matches!(
-        t.on_response(RpcResponse::chunk(id.clone(), "partial").unwrap()),
+        respond(&mut t, RpcResponse::chunk(id.clone(), "partial").unwrap()),
         CallEvent::Chunk { .. }
     ));
-    let ev = t.on_response(RpcResponse::error(id.clone(), "stream exploded"));
+    let ev = respond(&mut t, RpcResponse::error(id.clone(), "stream exploded"));
     assert_eq!(
         ev,
         CallEvent::Failed {
@@ -134,8 +157,8 @@ fn connection_lost_rejects_everything_in_order() {
     for m in ["a", "b", "c", "d", "e"] {
         t.start(m, args("[]"), CallOptions::regular(), now).unwrap();
     }
-    t.on_response(RpcResponse::done_void("3"));
-    let failed = t.on_connection_lost();
+    respond(&mut t, RpcResponse::done_void("3"));
+    let failed = lost(&mut t);
     let got: Vec<(String, String, String)> = failed
         .into_iter()
         .map(|e| match e {
@@ -157,7 +180,7 @@ fn connection_lost_rejects_everything_in_order() {
         ]
     );
     assert!(t.is_empty());
-    assert!(t.on_connection_lost().is_empty());
+    assert!(lost(&mut t).is_empty());
 }
 
 #[test]
@@ -176,8 +199,8 @@ fn timeouts() {
     t.start("stream", args("[]"), CallOptions::streaming(), t0)
         .unwrap();
     assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_millis(250)));
-    assert!(t.handle_timeout(t0 + Duration::from_millis(249)).is_empty());
-    let ev = t.handle_timeout(t0 + Duration::from_millis(250));
+    assert!(timeout(&mut t, t0 + Duration::from_millis(249)).is_empty());
+    let ev = timeout(&mut t, t0 + Duration::from_millis(250));
     assert_eq!(
         ev,
         [CallEvent::Failed {
@@ -187,7 +210,7 @@ fn timeouts() {
         }]
     );
     assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(30)));
-    let ev = t.handle_timeout(t0 + Duration::from_secs(31));
+    let ev = timeout(&mut t, t0 + Duration::from_secs(31));
     assert!(
         matches!(&ev[..], [CallEvent::Failed { error, .. }] if error == "RPC call to slow timed out after 30000ms")
     );

@@ -12,14 +12,32 @@ use std::hint::black_box;
 
 type Counts = (usize, usize);
 
-fn ours_feed_bytes(chunks: &[Bytes]) -> Counts {
+/// The main owned API: `handle_input(Bytes)` + `poll_events`, one batch per read whose
+/// events share one reference to it.
+fn ours_batch(chunks: &[Bytes]) -> Counts {
     let mut d = agentwire_sse::Decoder::new();
     let (mut n, mut bytes) = (0, 0);
     for c in chunks {
-        d.feed_bytes(c.clone());
-        while let Some(e) = d.next_event().expect("within limits") {
+        d.handle_input(c.clone());
+        while let Some(batch) = d.poll_events() {
+            for e in &batch.expect("within limits") {
+                n += 1;
+                bytes += black_box(e.data).len();
+            }
+        }
+    }
+    (n, bytes)
+}
+
+/// One owned `Event` per call: `handle_input(Bytes)` + `poll_event`.
+fn ours_event(chunks: &[Bytes]) -> Counts {
+    let mut d = agentwire_sse::Decoder::new();
+    let (mut n, mut bytes) = (0, 0);
+    for c in chunks {
+        d.handle_input(c.clone());
+        while let Some(e) = d.poll_event() {
             n += 1;
-            bytes += e.data.len();
+            bytes += black_box(e.expect("within limits").data).len();
         }
     }
     (n, bytes)
@@ -29,10 +47,12 @@ fn ours_feed_copy(chunks: &[Bytes]) -> Counts {
     let mut d = agentwire_sse::Decoder::new();
     let (mut n, mut bytes) = (0, 0);
     for c in chunks {
-        d.feed(c);
-        while let Some(e) = d.next_event().expect("within limits") {
-            n += 1;
-            bytes += e.data.len();
+        d.handle_input_slice(c);
+        while let Some(batch) = d.poll_events() {
+            for e in &batch.expect("within limits") {
+                n += 1;
+                bytes += black_box(e.data).len();
+            }
         }
     }
     (n, bytes)
@@ -42,10 +62,10 @@ fn ours_borrowed(chunks: &[Bytes]) -> Counts {
     let mut d = agentwire_sse::Decoder::new();
     let (mut n, mut bytes) = (0, 0);
     for c in chunks {
-        d.feed_bytes(c.clone());
-        while let Some(e) = d.next_event_ref().expect("within limits") {
+        d.handle_input(c.clone());
+        while let Some(e) = d.poll_event_ref() {
             n += 1;
-            bytes += e.data.len();
+            bytes += black_box(e.expect("within limits").data).len();
         }
     }
     (n, bytes)
@@ -77,6 +97,18 @@ fn sse_stream(chunks: &[Bytes]) -> Counts {
     (n, bytes)
 }
 
+fn sseer(chunks: &[Bytes]) -> Counts {
+    let mut s = sseer::EventStream::new(byte_stream(chunks));
+    let (mut n, mut bytes) = (0, 0);
+    futures::executor::block_on(async {
+        while let Some(ev) = s.next().await {
+            n += 1;
+            bytes += black_box(ev.expect("event").data).len();
+        }
+    });
+    (n, bytes)
+}
+
 fn eventsource_stream(chunks: &[Bytes]) -> Counts {
     use eventsource_stream::Eventsource;
     let mut s = byte_stream(chunks).eventsource();
@@ -94,10 +126,12 @@ type DecodeArm = (&'static str, fn(&[Bytes]) -> Counts);
 
 const DECODE_ARMS: &[DecodeArm] = &[
     ("floor", floor),
-    ("agentwire", ours_feed_bytes),
+    ("agentwire", ours_batch),
+    ("agentwire-event", ours_event),
     ("agentwire-ref", ours_borrowed),
     ("agentwire-copy", ours_feed_copy),
     ("sse-stream", sse_stream),
+    ("sseer", sseer),
     ("eventsource-stream", eventsource_stream),
 ];
 
@@ -236,9 +270,10 @@ fn encode(c: &mut Criterion) {
             f(&w.specs, &mut out);
             // Every arm's output must decode to the workload's events.
             let mut d = agentwire_sse::Decoder::new();
-            d.feed(&out);
+            d.handle_input_slice(&out);
             let mut n = 0;
-            while let Some(e) = d.next_event().expect("within limits") {
+            while let Some(e) = d.poll_event() {
+                let e = e.expect("within limits");
                 assert_eq!(e.data(), w.specs[n].data, "{arm} on {name}");
                 n += 1;
             }

@@ -1,5 +1,6 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
-//! WebSocket decode and encode: agentwire-ws against tungstenite, fastwebsockets and soketto
+//! WebSocket decode and encode: agentwire-ws against tungstenite, fastwebsockets, soketto and
+//! tokio-websockets
 //! (arms of the same run), the minimum-work floor and memcpy.
 //!
 //! Decode arms get the wire bytes through 64 KiB "reads" (a copy into the arm's buffer, as a
@@ -176,7 +177,44 @@ fn rt() -> tokio::runtime::Runtime {
 
 // ===== decode arms: each returns the number of payload bytes delivered =====
 
+/// The main owned API: `handle_input`, then runs of small messages with `poll_messages`
+/// (one batch per run, no reference count per message) and everything else with
+/// `poll_event`.
 fn dec_agentwire(w: &Workload) -> usize {
+    let config = Config::default()
+        .with_max_frame_payload(2 << 20)
+        .with_max_message(2 << 20);
+    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
+    let now = std::time::Instant::now();
+    let mut buf = BytesMut::with_capacity(READ);
+    let mut got = 0;
+    for chunk in w.wire.chunks(READ) {
+        buf.extend_from_slice(chunk);
+        conn.handle_input(now, &mut buf);
+        loop {
+            if let Some(batch) = conn.poll_messages() {
+                for m in &batch {
+                    match m {
+                        EventRef::Text(t) => got += black_box(t).len(),
+                        EventRef::Binary(b) => got += black_box(b).len(),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            match conn.poll_event() {
+                Some(Event::Text(t)) => got += black_box(t).len(),
+                Some(Event::Binary(b)) => got += black_box(b).len(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    got
+}
+
+/// One owned event per message: `handle_input` + `poll_event`.
+fn dec_agentwire_event(w: &Workload) -> usize {
     let config = Config::default()
         .with_max_frame_payload(2 << 20)
         .with_max_message(2 << 20);
@@ -340,6 +378,33 @@ fn dec_fastwebsockets(rt: &tokio::runtime::Runtime, w: &Workload) -> usize {
     })
 }
 
+fn dec_tokio_websockets(rt: &tokio::runtime::Runtime, w: &Workload) -> usize {
+    use futures::StreamExt;
+    let limits = tokio_websockets::Limits::default().max_payload_len(Some(64 << 20));
+    rt.block_on(async {
+        let io = MemIo::reader(&w.wire);
+        let mut ws = if w.masked {
+            tokio_websockets::ServerBuilder::new()
+                .limits(limits)
+                .serve(io)
+        } else {
+            tokio_websockets::ClientBuilder::new()
+                .limits(limits)
+                .take_over(io)
+        };
+        let mut got = 0;
+        for _ in 0..w.frames {
+            let m = ws
+                .next()
+                .await
+                .expect("a message")
+                .expect("tokio-websockets read");
+            got += black_box(m.as_payload()).len();
+        }
+        got
+    })
+}
+
 fn dec_soketto(w: &Workload) -> usize {
     use soketto::base::{Codec, OpCode as SOp};
     use soketto::Parsing;
@@ -477,6 +542,35 @@ fn enc_fastwebsockets(rt: &tokio::runtime::Runtime, w: &Workload, out: &mut Vec<
     out.len()
 }
 
+fn enc_tokio_websockets(
+    rt: &tokio::runtime::Runtime,
+    w: &Workload,
+    payload: &Bytes,
+    out: &mut Vec<u8>,
+) -> usize {
+    use futures::SinkExt;
+    use tokio_websockets::Message;
+    out.clear();
+    rt.block_on(async {
+        let io = MemIo::writer(out);
+        let mut ws = if w.masked {
+            tokio_websockets::ClientBuilder::new().take_over(io)
+        } else {
+            tokio_websockets::ServerBuilder::new().serve(io)
+        };
+        for _ in 0..w.frames {
+            let m = if w.text {
+                Message::text(payload.clone())
+            } else {
+                Message::binary(payload.clone())
+            };
+            ws.feed(m).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+    });
+    out.len()
+}
+
 fn enc_soketto(w: &Workload, out: &mut Vec<u8>) -> usize {
     use soketto::base::{Codec, Header, OpCode as SOp};
     out.clear();
@@ -502,18 +596,23 @@ fn bench(c: &mut Criterion) {
         let payload_total = w.frames * w.payload.len();
         // every decode arm must deliver every payload byte
         assert_eq!(dec_agentwire(&w), payload_total);
+        assert_eq!(dec_agentwire_event(&w), payload_total);
         assert_eq!(dec_floor(&w), payload_total);
         assert_eq!(dec_agentwire_frame(&w), payload_total);
         assert_eq!(dec_agentwire_borrowed(&w), payload_total);
         assert_eq!(dec_tungstenite(&w), payload_total);
         assert_eq!(dec_fastwebsockets(&rt, &w), payload_total);
         assert_eq!(dec_soketto(&w), payload_total);
+        assert_eq!(dec_tokio_websockets(&rt, &w), payload_total);
         let mut g = c.benchmark_group(format!("ws_decode/{}", w.name));
         g.throughput(Throughput::Bytes(w.wire.len() as u64));
         g.sample_size(10);
         let mut scratch = Vec::with_capacity(w.wire.len());
         g.bench_function(BenchmarkId::from_parameter("agentwire"), |b| {
             b.iter(|| dec_agentwire(&w))
+        });
+        g.bench_function(BenchmarkId::from_parameter("agentwire-event"), |b| {
+            b.iter(|| dec_agentwire_event(&w))
         });
         g.bench_function(BenchmarkId::from_parameter("agentwire-borrowed"), |b| {
             b.iter(|| dec_agentwire_borrowed(&w))
@@ -533,6 +632,9 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter("soketto"), |b| {
             b.iter(|| dec_soketto(&w))
         });
+        g.bench_function(BenchmarkId::from_parameter("tokio-websockets"), |b| {
+            b.iter(|| dec_tokio_websockets(&rt, &w))
+        });
         g.bench_function(BenchmarkId::from_parameter("memcpy"), |b| {
             b.iter(|| memcpy(&w, &mut scratch))
         });
@@ -550,6 +652,10 @@ fn bench(c: &mut Criterion) {
         assert_eq!(enc_tungstenite(&w, &payload, &mut out), w.wire.len());
         assert_eq!(enc_soketto(&w, &mut out), w.wire.len());
         assert_eq!(out, w.wire);
+        assert_eq!(
+            enc_tokio_websockets(&rt, &w, &payload, &mut out),
+            w.wire.len()
+        );
         let mut g = c.benchmark_group(format!("ws_encode/{}", w.name));
         g.throughput(Throughput::Bytes(w.wire.len() as u64));
         g.sample_size(10);
@@ -573,6 +679,9 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::from_parameter("soketto"), |b| {
             b.iter(|| enc_soketto(&w, &mut out))
+        });
+        g.bench_function(BenchmarkId::from_parameter("tokio-websockets"), |b| {
+            b.iter(|| enc_tokio_websockets(&rt, &w, &payload, &mut out))
         });
         g.bench_function(BenchmarkId::from_parameter("memcpy"), |b| {
             b.iter(|| memcpy(&w, &mut scratch))

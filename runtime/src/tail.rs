@@ -77,16 +77,16 @@ pub async fn tail<W: Write>(
                         let mut body = resp.into_body();
                         while let Some(Ok(frame)) = body.frame().await {
                             if let Ok(data) = frame.into_data() {
-                                es.feed_bytes(data);
+                                es.handle_input(data);
                                 drain(&mut es, out)?;
                             }
                         }
-                        es.handle_disconnect(Instant::now());
+                        es.handle_eof(Instant::now());
                     }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "connection failed");
-                    es.handle_disconnect(Instant::now());
+                    es.handle_eof(Instant::now());
                 }
             }
         }

@@ -37,10 +37,10 @@ fn main() -> std::io::Result<()> {
         if n == 0 {
             break;
         }
-        decoder.feed(&buf[..n]);
+        decoder.handle_input_slice(&buf[..n]);
         loop {
-            match decoder.next_event() {
-                Ok(Some(event)) => {
+            match decoder.poll_event() {
+                Some(Ok(event)) => {
                     let line = Line {
                         event_type: event.event_type(),
                         data: event.data(),
@@ -48,12 +48,12 @@ fn main() -> std::io::Result<()> {
                     };
                     writeln!(stdout, "{}", serde_json::to_string(&line)?)?;
                 }
-                Ok(None) => break,
-                Err(e) => eprintln!("decode: {e}"),
+                None => break,
+                Some(Err(e)) => eprintln!("decode: {e}"),
             }
         }
     }
-    decoder.end_of_stream();
+    decoder.handle_eof();
     let end = End {
         end: true,
         last_event_id: decoder.last_event_id(),

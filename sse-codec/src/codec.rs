@@ -80,16 +80,19 @@ impl tokio_util::codec::Decoder for SseCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, CodecError> {
         if !src.is_empty() {
-            self.decoder.feed_bytes(src.split().freeze());
+            self.decoder.handle_input(src.split().freeze());
         }
-        self.decoder.next_event().map_err(CodecError::Decode)
+        self.decoder
+            .poll_event()
+            .transpose()
+            .map_err(CodecError::Decode)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Event>, CodecError> {
         match self.decode(src)? {
             Some(event) => Ok(Some(event)),
             None => {
-                self.decoder.end_of_stream();
+                self.decoder.handle_eof();
                 Ok(None)
             }
         }

@@ -4,7 +4,7 @@
 //! [`EventId`]) or split into lines while it is written (data, comments), so no input can
 //! produce a malformed frame or a panic.
 
-use crate::utf8::Utf8Bytes;
+use agentwire_utf8::Utf8Bytes;
 use bytes::{BufMut, BytesMut};
 use std::fmt;
 use std::time::Duration;

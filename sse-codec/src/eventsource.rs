@@ -17,9 +17,9 @@
 //! assert_eq!(req.last_event_id(), None);
 //! es.handle_response(200, Some("text/event-stream; charset=utf-8"));
 //! assert!(matches!(es.poll_event(), Some(SourceEvent::Open)));
-//! es.feed(b"retry: 1000\nid: 7\ndata: hi\n\n");
+//! es.handle_input_slice(b"retry: 1000\nid: 7\ndata: hi\n\n");
 //! assert!(matches!(es.poll_event(), Some(SourceEvent::Message(m)) if m.data() == "hi"));
-//! es.handle_disconnect(t0); // the body ended
+//! es.handle_eof(t0); // the body ended
 //! assert_eq!(es.ready_state(), ReadyState::Connecting);
 //! assert_eq!(es.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
 //! es.handle_timeout(t0 + Duration::from_millis(1000));
@@ -28,7 +28,7 @@
 //! ```
 
 use crate::decode::{DecodeError, Decoder, Event, Limits};
-use crate::utf8::Utf8Bytes;
+use agentwire_utf8::Utf8Bytes;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -171,8 +171,8 @@ pub fn is_event_stream(content_type: &str) -> bool {
 /// Methods by kind:
 /// - getters: [`url`](Self::url), [`ready_state`](Self::ready_state),
 ///   [`last_event_id`](Self::last_event_id), [`reconnection_time`](Self::reconnection_time);
-/// - inputs: [`handle_response`](Self::handle_response), [`feed`](Self::feed) /
-///   [`feed_bytes`](Self::feed_bytes), [`handle_disconnect`](Self::handle_disconnect),
+/// - inputs: [`handle_response`](Self::handle_response), [`handle_input`](Self::handle_input) /
+///   [`handle_input_slice`](Self::handle_input_slice), [`handle_eof`](Self::handle_eof),
 ///   [`handle_timeout`](Self::handle_timeout), [`close`](Self::close);
 /// - outputs: [`poll_connect`](Self::poll_connect) (a request to make now),
 ///   [`poll_event`](Self::poll_event) (events to dispatch), [`poll_timeout`](Self::poll_timeout)
@@ -269,7 +269,7 @@ impl EventSource {
         }
         let reason = match status {
             200 if content_type.is_some_and(is_event_stream) => {
-                self.decoder.end_of_stream();
+                self.decoder.handle_eof();
                 self.state = ReadyState::Open;
                 self.events.push_back(SourceEvent::Open);
                 return true;
@@ -282,28 +282,28 @@ impl EventSource {
         false
     }
 
-    /// A chunk of the response body (copied once).
-    pub fn feed(&mut self, chunk: &[u8]) {
+    /// Input: a chunk of the response body, without copying.
+    pub fn handle_input(&mut self, chunk: Bytes) {
         if self.state == ReadyState::Open {
-            self.decoder.feed(chunk);
+            self.decoder.handle_input(chunk);
         }
     }
 
-    /// A chunk of the response body, without copying.
-    pub fn feed_bytes(&mut self, chunk: Bytes) {
+    /// Input: a chunk of the response body, copied once.
+    pub fn handle_input_slice(&mut self, chunk: &[u8]) {
         if self.state == ReadyState::Open {
-            self.decoder.feed_bytes(chunk);
+            self.decoder.handle_input_slice(chunk);
         }
     }
 
     /// The connection failed or the body ended: schedules a reconnection (or closes, for
     /// [`from_stream`](Self::from_stream)). Events still buffered are dispatched first.
-    pub fn handle_disconnect(&mut self, now: Instant) {
+    pub fn handle_eof(&mut self, now: Instant) {
         if self.state == ReadyState::Closed {
             return;
         }
         self.drain_decoder();
-        self.decoder.end_of_stream();
+        self.decoder.handle_eof();
         if self.url.is_none() {
             self.fail(ErrorReason::Disconnected);
             return;
@@ -337,7 +337,7 @@ impl EventSource {
         self.state = ReadyState::Closed;
         self.connect_due = false;
         self.reconnect_at = None;
-        self.decoder.end_of_stream();
+        self.decoder.handle_eof();
     }
 
     /// The next event to dispatch.
@@ -352,12 +352,11 @@ impl EventSource {
     }
 
     fn decode_one(&mut self) -> Option<SourceEvent> {
-        match self.decoder.next_event() {
-            Ok(Some(event)) => {
+        match self.decoder.poll_event()? {
+            Ok(event) => {
                 self.failures = 0;
                 Some(SourceEvent::Message(event))
             }
-            Ok(None) => None,
             Err(e) => Some(SourceEvent::Malformed(e)),
         }
     }
@@ -430,7 +429,7 @@ mod tests {
                     reconnect_at: None
                 })
             );
-            es.handle_disconnect(Instant::now());
+            es.handle_eof(Instant::now());
             assert_eq!(es.poll_timeout(), None);
             assert!(es.poll_connect().is_none());
         }
@@ -443,7 +442,7 @@ mod tests {
         es.poll_connect().unwrap();
         let mut delays = Vec::new();
         for _ in 0..8 {
-            es.handle_disconnect(t);
+            es.handle_eof(t);
             delays.push(es.poll_timeout().unwrap() - t);
             es.handle_timeout(t + Duration::from_secs(3600));
             es.poll_connect().unwrap();
@@ -456,9 +455,9 @@ mod tests {
         }
         assert!(delays[7] <= Duration::from_secs(30));
         es.handle_response(200, Some("text/event-stream"));
-        es.feed(b"data: x\n\n");
+        es.handle_input_slice(b"data: x\n\n");
         while es.poll_event().is_some() {}
-        es.handle_disconnect(t);
+        es.handle_eof(t);
         assert_eq!(es.poll_timeout(), Some(t + Duration::from_secs(3)));
     }
 
@@ -468,7 +467,7 @@ mod tests {
         es.poll_connect().unwrap();
         es.handle_response(200, Some("text/event-stream"));
         es.close();
-        es.feed(b"data: x\n\n");
+        es.handle_input_slice(b"data: x\n\n");
         assert_eq!(es.poll_event(), Some(SourceEvent::Open));
         assert_eq!(es.poll_event(), None);
         assert_eq!(es.ready_state(), ReadyState::Closed);
@@ -479,8 +478,8 @@ mod tests {
         let mut es = EventSource::from_stream();
         assert_eq!(es.ready_state(), ReadyState::Open);
         assert!(es.poll_connect().is_none());
-        es.feed(b"data: a\n\ndata: cut");
-        es.handle_disconnect(Instant::now());
+        es.handle_input_slice(b"data: a\n\ndata: cut");
+        es.handle_eof(Instant::now());
         assert!(matches!(es.poll_event(), Some(SourceEvent::Message(m)) if m.data() == "a"));
         assert!(matches!(
             es.poll_event(),

@@ -12,53 +12,98 @@ type Outcome = (
 );
 
 fn run(input: &[u8], limits: Limits, cuts: &[usize]) -> Outcome {
-    run_with(input, limits, cuts, false)
+    run_with(input, limits, cuts, Api::Owned)
 }
 
-/// Decodes `input` fed in pieces ending at `cuts`, with the owned or the borrowing API.
-fn run_with(input: &[u8], limits: Limits, cuts: &[usize], borrowed: bool) -> Outcome {
+/// Which output API a run drains the decoder with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `poll_event`.
+    Owned,
+    /// `poll_event_ref`.
+    Borrowed,
+    /// `poll_events`, each batch both borrowed and owned.
+    Batch,
+}
+
+/// Decodes `input` fed in pieces ending at `cuts`, with the given output API.
+fn run_with(input: &[u8], limits: Limits, cuts: &[usize], api: Api) -> Outcome {
     let mut d = Decoder::with_limits(limits);
     let mut out = Vec::new();
     let mut start = 0;
     for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
         let cut = cut.clamp(start, input.len());
-        d.feed(&input[start..cut]);
+        d.handle_input_slice(&input[start..cut]);
         start = cut;
-        loop {
-            let next = if borrowed {
-                d.next_event_ref().map(|e| {
-                    e.map(|e| {
-                        (
-                            e.event_type.to_owned(),
-                            e.data.to_owned(),
-                            e.last_event_id.to_owned(),
-                        )
-                    })
-                })
-            } else {
-                d.next_event().map(|e| {
-                    e.map(|e| {
-                        (
-                            e.event_type().to_owned(),
-                            e.data().to_owned(),
-                            e.last_event_id().to_owned(),
-                        )
-                    })
-                })
-            };
-            match next {
-                Ok(Some(e)) => out.push(Ok(e)),
-                Ok(None) => break,
-                Err(e) => out.push(Err(e)),
-            }
+        if api == Api::Batch {
+            drain_batches(&mut d, &mut out);
+        } else {
+            drain_events(&mut d, &mut out, api);
         }
         // Memory stays bounded: at most one incomplete line is held once drained (or the
         // first two bytes of a possible BOM, when the line limit is tinier than that).
         let bound = limits.max_line.max(2);
         assert!(d.buffered() <= bound, "buffered {} > {bound}", d.buffered());
     }
-    d.end_of_stream();
+    d.handle_eof();
     (out, d.last_event_id().to_string(), d.retry())
+}
+
+type Got = Vec<Result<(String, String, String), crate::DecodeError>>;
+
+/// Drains `poll_events`, checking each batch's borrowed and owned views agree.
+fn drain_batches(d: &mut Decoder, out: &mut Got) {
+    loop {
+        match d.poll_events() {
+            Some(Ok(batch)) => {
+                assert!(!batch.is_empty());
+                let owned: Vec<_> = batch.clone().into_iter().collect();
+                assert_eq!(owned.len(), batch.len());
+                for (e, o) in batch.iter().zip(&owned) {
+                    assert_eq!((e.event_type, e.data), (o.event_type(), o.data()));
+                    assert_eq!(e.last_event_id, o.last_event_id());
+                    out.push(Ok((
+                        e.event_type.to_owned(),
+                        e.data.to_owned(),
+                        e.last_event_id.to_owned(),
+                    )));
+                }
+            }
+            Some(Err(e)) => out.push(Err(e)),
+            None => break,
+        }
+    }
+}
+
+/// Drains `poll_event` or `poll_event_ref`.
+fn drain_events(d: &mut Decoder, out: &mut Got, api: Api) {
+    loop {
+        let next = if api == Api::Borrowed {
+            d.poll_event_ref().map(|e| {
+                e.map(|e| {
+                    (
+                        e.event_type.to_owned(),
+                        e.data.to_owned(),
+                        e.last_event_id.to_owned(),
+                    )
+                })
+            })
+        } else {
+            d.poll_event().map(|e| {
+                e.map(|e| {
+                    (
+                        e.event_type().to_owned(),
+                        e.data().to_owned(),
+                        e.last_event_id().to_owned(),
+                    )
+                })
+            })
+        };
+        match next {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
 }
 
 /// Decodes `data` (after a 3-byte header choosing limits and a chunk size) whole and in
@@ -77,8 +122,18 @@ pub fn decode(data: &[u8]) {
     assert_eq!(whole, run(input, limits, &cuts), "chunked by {step}");
     assert_eq!(
         whole,
-        run_with(input, limits, &cuts, true),
+        run_with(input, limits, &cuts, Api::Borrowed),
         "borrowed, chunked by {step}"
+    );
+    assert_eq!(
+        whole,
+        run_with(input, limits, &cuts, Api::Batch),
+        "batches, chunked by {step}"
+    );
+    assert_eq!(
+        whole,
+        run_with(input, limits, &[], Api::Batch),
+        "batches, whole"
     );
     let bytewise: Vec<usize> = (1..input.len()).collect();
     assert_eq!(whole, run(input, limits, &bytewise), "one byte at a time");

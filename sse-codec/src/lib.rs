@@ -26,19 +26,27 @@
 //! // Client side: decode, here split in the middle of a line.
 //! let mut decoder = Decoder::new();
 //! let (a, b) = wire.split_at(10);
-//! decoder.feed(a);
-//! assert!(decoder.next_event().unwrap().is_none());
-//! decoder.feed(b);
-//! let event = decoder.next_event().unwrap().unwrap();
+//! decoder.handle_input_slice(a);
+//! assert!(decoder.poll_event().is_none());
+//! decoder.handle_input_slice(b);
+//! let event = decoder.poll_event().unwrap().unwrap();
 //! assert_eq!(event.data(), "{\"token\":\"hello\"}");
 //! assert_eq!(event.last_event_id(), "1");
 //! ```
 //!
 //! # Driving the decoder
 //!
-//! `feed` / `feed_bytes` (input) → `next_event` until `Ok(None)` (output) → repeat; at the end
-//! of a body, `end_of_stream`. An `Err` from `next_event` reports a limit; the decoder has
-//! already recovered and the next call goes on.
+//! One Sans-IO vocabulary across the agentwire codecs (this decoder, [`EventSource`], the
+//! WebSocket `Connection`, the Agents protocol `CallTable`): `handle_input` /
+//! `handle_timeout(now, ..)` / `handle_eof` put things in, `poll_event` / `poll_transmit` /
+//! `poll_timeout` take things out, `now` comes first where time matters, and errors come out
+//! of `poll_event`, never out of `handle_*`.
+//!
+//! Here: [`Decoder::handle_input`] (`Bytes`, no copy) or [`Decoder::handle_input_slice`]
+//! (copied) → [`Decoder::poll_event`] until `None` → repeat; at the end of a body,
+//! [`Decoder::handle_eof`]. `Some(Err(_))` reports a limit; the decoder has already recovered
+//! and the next call goes on. [`Decoder::poll_events`] drains a whole read as one batch
+//! ([`Events`]), sharing one reference to it among its events: the fastest owned path.
 //!
 //! # Limits
 //!
@@ -59,9 +67,9 @@ mod eventsource;
 #[doc(hidden)]
 pub mod fuzz;
 mod scan;
-mod utf8;
 
-pub use decode::{DecodeError, Decoder, Event, EventRef, Limits};
+pub use agentwire_utf8::{NotUtf8, Utf8Bytes};
+pub use decode::{DecodeError, Decoder, Event, EventRef, Events, Iter, Limits};
 pub use encode::{
     encode_comment, encode_keep_alive, encode_retry, EventId, EventName, InvalidField, OutEvent,
 };
@@ -69,4 +77,3 @@ pub use eventsource::{
     is_event_stream, ConnectRequest, ErrorReason, EventSource, ReadyState, ReconnectPolicy,
     SourceEvent,
 };
-pub use utf8::{NotUtf8, Utf8Bytes};

@@ -52,9 +52,10 @@ proptest! {
         let mut got = Vec::new();
         let mut start = 0;
         for p in points.into_iter().chain(std::iter::once(wire.len())) {
-            d.feed(&wire[start..p]);
+            d.handle_input_slice(&wire[start..p]);
             start = p;
-            while let Some(e) = d.next_event().unwrap() {
+            while let Some(e) = d.poll_event() {
+                let e = e.unwrap();
                 got.push((e.event_type().to_owned(), e.data().to_owned(), e.last_event_id().to_owned()));
             }
         }

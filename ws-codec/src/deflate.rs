@@ -53,8 +53,8 @@
 //! Backend: `flate2` on `zlib-rs`, a pure-Rust zlib port (zlib-ng speed, no C toolchain)
 //! that, unlike `miniz_oxide`, supports the window sizes RFC 7692 negotiates.
 
-use crate::connection::Role;
-use crate::HandshakeError;
+use crate::error::HandshakeError;
+use crate::frame::Role;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use http::HeaderValue;

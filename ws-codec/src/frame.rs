@@ -20,6 +20,15 @@
 //! extension, limits, fragment order) belong to the [`Connection`](crate::Connection).
 
 use crate::error::FrameError;
+
+/// Which end of the connection this machine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Masks every frame it sends; rejects masked frames (RFC 6455 §5.1).
+    Client,
+    /// Sends unmasked frames; rejects unmasked frames.
+    Server,
+}
 use std::fmt;
 use std::ops::Deref;
 

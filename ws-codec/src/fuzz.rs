@@ -106,6 +106,40 @@ fn split_frames(mut wire: &[u8]) -> Vec<Vec<u8>> {
     frames
 }
 
+/// The events of `handle_input` over `input` in chunks, drained with `poll_messages` first
+/// (each batch checked against its owned form) and `poll_event` for the rest.
+fn run_batches(role: Role, config: Config, input: &[u8], chunk: usize) -> Vec<Event> {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(role, config, t0);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        conn.handle_input(t0, &mut buf);
+        loop {
+            if let Some(batch) = conn.poll_messages() {
+                assert!(!batch.is_empty());
+                let owned: Vec<Event> = batch.clone().into_iter().collect();
+                assert_eq!(owned.len(), batch.len());
+                for (m, o) in batch.iter().zip(&owned) {
+                    match (m, o) {
+                        (EventRef::Text(t), Event::Text(u)) => assert_eq!(t, u.as_str()),
+                        (EventRef::Binary(b), Event::Binary(c)) => assert_eq!(b, &c[..]),
+                        other => panic!("batch views differ: {other:?}"),
+                    }
+                }
+                events.extend(owned);
+                continue;
+            }
+            match conn.poll_event() {
+                Some(ev) => events.push(ev),
+                None => break,
+            }
+        }
+    }
+    events
+}
+
 /// The events of `handle_input_with` over `input` in chunks, borrowed ones made owned.
 fn run_with(role: Role, config: Config, input: &[u8], chunk: usize) -> Vec<Event> {
     let t0 = Instant::now();
@@ -157,9 +191,11 @@ fn machine_with(role: Role, data: &[u8], config: fn(u8) -> Config) {
             .collect()
     };
     let e3 = run_with(role, config(sel), input, chunk);
+    let e4 = run_batches(role, config(sel), input, chunk);
     let e1 = strip(e1);
     assert_eq!(e1, strip(e2));
     assert_eq!(e1, strip(e3), "borrowing path differs");
+    assert_eq!(e1, strip(e4), "batch path differs");
     if role == Role::Server {
         // auto pongs depend on chunking (at most 64 wait unsent; older ones are dropped)
         let no_pongs =

@@ -43,7 +43,7 @@
 //! |---|---|
 //! | input | [`Connection::handle_input`]`(now, &mut BytesMut)` (or [`Connection::handle_input_with`], lending single-frame messages as slices), [`Connection::handle_timeout`]`(now)`, [`Connection::handle_eof`]`(now)` |
 //! | commands | [`send_text`](Connection::send_text), [`send_binary`](Connection::send_binary), [`send_fragment`](Connection::send_fragment), [`send_ping`](Connection::send_ping), [`send_pong`](Connection::send_pong), [`close`](Connection::close) |
-//! | output | [`poll_transmit`](Connection::poll_transmit) / [`poll_transmit_into`](Connection::poll_transmit_into), [`poll_timeout`](Connection::poll_timeout), [`poll_event`](Connection::poll_event) |
+//! | output | [`poll_transmit`](Connection::poll_transmit) / [`poll_transmit_into`](Connection::poll_transmit_into), [`poll_timeout`](Connection::poll_timeout), [`poll_event`](Connection::poll_event) (or [`poll_messages`](Connection::poll_messages) for runs of small messages) |
 //! | getters | [`state`](Connection::state), [`outbound_bytes`](Connection::outbound_bytes), [`stats`](Connection::stats) |
 //!
 //! Poll order: after every input or command, drain `poll_transmit` (write header and payload,
@@ -102,12 +102,12 @@ pub mod mask;
 #[doc(hidden)]
 pub mod fuzz;
 
-pub use agentwire_sse::{NotUtf8, Utf8Bytes};
+pub use agentwire_utf8::{NotUtf8, Utf8Bytes};
 pub use close::CloseCode;
 pub use config::{Config, FragmentMode};
 pub use connection::{
-    ConnState, Connection, DataKind, Event, EventRef, Initiator, PreparedMessage, Role, Stats,
-    Transmit,
+    ConnState, Connection, DataKind, Event, EventRef, Initiator, Messages, MessagesIter,
+    PreparedMessage, Role, Stats, Transmit,
 };
 pub use error::{ConnectionError, FrameError, HandshakeError, ProtocolError, SendError};
 pub use frame::{FrameHeader, HeaderBytes, OpCode, MAX_HEADER_LEN};

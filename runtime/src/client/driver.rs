@@ -136,7 +136,8 @@ impl Driver {
                         End::Dropped { code, reason } => {
                             tracing::debug!(code, %reason, "connection closed");
                             // Calls already sent cannot be answered any more.
-                            for ev in self.calls.on_connection_lost() {
+                            self.calls.handle_eof();
+                            while let Some(ev) = self.calls.poll_event() {
                                 self.fail(ev, |_| CallError::ConnectionClosed);
                             }
                             let terminal = is_terminal_close(code);
@@ -185,7 +186,8 @@ impl Driver {
 
     /// Ends the client: every call still pending or buffered fails, later commands are refused.
     fn stop(&mut self, code: u16, reason: String, cause: CloseCause) -> CloseInfo {
-        for ev in self.calls.on_connection_lost() {
+        self.calls.handle_eof();
+        while let Some(ev) = self.calls.poll_event() {
             self.fail(ev, |_| CallError::ConnectionClosed);
         }
         for (_, p) in self.pending.drain() {
@@ -408,7 +410,8 @@ impl Driver {
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     ws.handle_timeout(now);
-                    for ev in self.calls.handle_timeout(now) {
+                    self.calls.handle_timeout(now);
+                    while let Some(ev) = self.calls.poll_event() {
                         let after = match &ev {
                             CallEvent::Failed { id, .. } => {
                                 self.pending.get(id).and_then(|p| p.timeout).unwrap_or_default()
@@ -482,7 +485,11 @@ impl Driver {
     }
 
     fn on_response(&mut self, resp: agentwire_protocol::RpcResponse) {
-        match self.calls.on_response(resp) {
+        self.calls.handle_input(resp);
+        let Some(ev) = self.calls.poll_event() else {
+            return;
+        };
+        match ev {
             CallEvent::Chunk { id, result } => {
                 if let Some(Pending {
                     reply: Responder::Stream(tx),

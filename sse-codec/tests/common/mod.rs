@@ -95,15 +95,39 @@ pub(crate) fn vectors() -> &'static [Case] {
     })
 }
 
-/// Decodes `chunks` in order; returns the events, the final Last-Event-ID and retry.
+/// Decodes `chunks` in order with `poll_event`; returns the events, the final Last-Event-ID
+/// and retry.
 pub(crate) fn decode_chunks<'a>(
     chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<(String, String, String)>, String, Option<u64>) {
+    decode_chunks_with(chunks, false)
+}
+
+/// Like [`decode_chunks`], with the batch API (`poll_events`) when `batch` is set.
+pub(crate) fn decode_chunks_with<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    batch: bool,
 ) -> (Vec<(String, String, String)>, String, Option<u64>) {
     let mut d = Decoder::new();
     let mut events = Vec::new();
     for chunk in chunks {
-        d.feed(chunk);
-        while let Some(e) = d.next_event().expect("no limit is hit by the vectors") {
+        d.handle_input(bytes::Bytes::copy_from_slice(chunk));
+        if batch {
+            while let Some(b) = d.poll_events() {
+                let b = b.expect("no limit is hit by the vectors");
+                assert!(!b.is_empty());
+                for e in &b {
+                    events.push((
+                        e.event_type.to_owned(),
+                        e.data.to_owned(),
+                        e.last_event_id.to_owned(),
+                    ));
+                }
+            }
+            continue;
+        }
+        while let Some(e) = d.poll_event() {
+            let e = e.expect("no limit is hit by the vectors");
             events.push((
                 e.event_type().to_owned(),
                 e.data().to_owned(),
@@ -111,7 +135,7 @@ pub(crate) fn decode_chunks<'a>(
             ));
         }
     }
-    d.end_of_stream();
+    d.handle_eof();
     let retry = d.retry().map(|r| r.as_millis() as u64);
     (events, d.last_event_id().to_string(), retry)
 }
@@ -173,5 +197,10 @@ pub(crate) fn check_vector(name: &str) {
     for split in points {
         let (a, b) = input.split_at(split);
         check(case, &format!("split at {split}"), decode_chunks([a, b]));
+        check(
+            case,
+            &format!("batches, split at {split}"),
+            decode_chunks_with([a, b], true),
+        );
     }
 }

@@ -14,17 +14,9 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
 
+pub use crate::frame::Role;
 use recv::Recv;
 use send::SendQueue;
-
-/// Which end of the connection this machine is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Masks every frame it sends; rejects masked frames (RFC 6455 §5.1).
-    Client,
-    /// Sends unmasked frames; rejects unmasked frames.
-    Server,
-}
 
 /// Who started the end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +97,84 @@ pub enum EventRef<'a> {
     Owned(Event),
 }
 
+/// A run of small messages from [`Connection::poll_messages`], sharing two buffers.
+#[derive(Debug, Clone)]
+pub struct Messages {
+    batch: recv::Batch,
+}
+
+impl Messages {
+    /// The number of messages.
+    pub fn len(&self) -> usize {
+        self.batch.list.len() - self.batch.next
+    }
+
+    /// `true` if there are none (never for a batch from `poll_messages`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`-th message, borrowed: [`EventRef::Text`] or [`EventRef::Binary`].
+    pub fn get(&self, i: usize) -> Option<EventRef<'_>> {
+        let &(kind, start, end) = self.batch.list.get(self.batch.next + i)?;
+        Some(self.view(kind, start, end))
+    }
+
+    /// The messages, borrowed: [`EventRef::Text`] or [`EventRef::Binary`].
+    pub fn iter(&self) -> MessagesIter<'_> {
+        MessagesIter {
+            messages: self,
+            entries: self.batch.list[self.batch.next..].iter(),
+        }
+    }
+
+    #[inline]
+    fn view(&self, kind: DataKind, start: usize, end: usize) -> EventRef<'_> {
+        match kind {
+            DataKind::Text => EventRef::Text(self.batch.text.get(start..end).unwrap_or("")),
+            DataKind::Binary => EventRef::Binary(self.batch.binary.get(start..end).unwrap_or(&[])),
+        }
+    }
+}
+
+/// The messages of a [`Messages`] run, borrowed.
+#[derive(Debug, Clone)]
+pub struct MessagesIter<'a> {
+    messages: &'a Messages,
+    entries: std::slice::Iter<'a, (DataKind, usize, usize)>,
+}
+
+impl<'a> Iterator for MessagesIter<'a> {
+    type Item = EventRef<'a>;
+    #[inline]
+    fn next(&mut self) -> Option<EventRef<'a>> {
+        let &(kind, start, end) = self.entries.next()?;
+        Some(self.messages.view(kind, start, end))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for MessagesIter<'_> {}
+
+impl<'a> IntoIterator for &'a Messages {
+    type Item = EventRef<'a>;
+    type IntoIter = MessagesIter<'a>;
+    fn into_iter(self) -> MessagesIter<'a> {
+        self.iter()
+    }
+}
+
+impl IntoIterator for Messages {
+    type Item = Event;
+    type IntoIter = std::vec::IntoIter<Event>;
+    fn into_iter(mut self) -> Self::IntoIter {
+        let events: Vec<Event> = std::iter::from_fn(|| self.batch.next_event()).collect();
+        events.into_iter()
+    }
+}
+
 /// Bytes to write: one frame's header and payload apart (for `write_vectored`, and so a
 /// server can send one payload to many connections without copying), or — with an empty
 /// `head` — several small frames already encoded together in `payload`.
@@ -115,9 +185,10 @@ pub struct Transmit {
     /// The payload. In the server role, a payload of at least
     /// [`COALESCE_BELOW`] bytes is the `Bytes` given to the
     /// send call, never copied; smaller frames are encoded together into one buffer (one write
-    /// and one reference count for many frames). In the client role frames are masked into
-    /// that buffer (RFC 6455 §5.3 requires a fresh mask, so the caller's bytes cannot be sent
-    /// as they are).
+    /// and one reference count for many frames). In the client role payloads are masked with a
+    /// fresh key per frame (RFC 6455 §5.3), so the caller's bytes cannot be sent as they are:
+    /// small frames are masked into that shared buffer, larger ones into a buffer of their own
+    /// (or, with `poll_transmit_into`, straight into the driver's buffer).
     pub payload: Bytes,
 }
 
@@ -177,6 +248,8 @@ pub struct Stats {
 #[derive(Debug)]
 enum Pending {
     Event(Event),
+    /// Small messages copied out of the read buffer together.
+    Batch(Box<recv::Batch>),
     Fail(crate::error::ProtocolError),
     /// The peer's code and reason (the reason is echoed with the code).
     PeerClose(Option<CloseCode>, Bytes),
@@ -384,11 +457,66 @@ impl Connection {
     /// can still be answered.
     pub fn poll_event(&mut self) -> Option<Event> {
         loop {
+            if let Some(Pending::Batch(b)) = self.events.front_mut() {
+                let ev = b.next_event();
+                if b.is_done() {
+                    self.events.pop_front();
+                }
+                match ev {
+                    Some(ev) => return Some(ev),
+                    None => continue,
+                }
+            }
             match self.events.pop_front()? {
                 Pending::Event(e) => return Some(e),
+                Pending::Batch(_) => {}
                 Pending::Fail(e) => self.fail_now(e),
                 Pending::PeerClose(code, reason) => self.peer_close_now(code, &reason),
             }
+        }
+    }
+
+    /// Output, in batches: the next run of small messages (payloads up to 1 KiB, complete
+    /// single frames) that arrived one after the other, or `None` when the next event is not
+    /// such a run (then [`poll_event`](Self::poll_event) has it).
+    ///
+    /// A run's payloads were copied out of the read buffer together (unmasked on the way):
+    /// texts into one string, binaries into one buffer, so a burst of small messages costs no
+    /// reference count per message. Iterate it by reference for borrowed views
+    /// ([`EventRef::Text`] / [`EventRef::Binary`]) or by value for owned events.
+    ///
+    /// ```
+    /// use agentwire_ws::{Config, Connection, EventRef, Role};
+    /// use bytes::BytesMut;
+    /// use std::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let mut client = Connection::new(Role::Client, Config::default(), now);
+    /// let mut server = Connection::new(Role::Server, Config::default(), now);
+    /// for word in ["one", "two", "three"] {
+    ///     client.send_text(word).unwrap();
+    /// }
+    /// let mut wire = BytesMut::new();
+    /// client.poll_transmit_into(&mut wire);
+    /// server.handle_input(now, &mut wire);
+    /// let mut got = Vec::new();
+    /// while let Some(batch) = server.poll_messages() {
+    ///     for m in &batch {
+    ///         if let EventRef::Text(t) = m {
+    ///             got.push(t.to_owned());
+    ///         }
+    ///     }
+    /// }
+    /// assert_eq!(got, ["one", "two", "three"]);
+    /// assert!(server.poll_event().is_none());
+    /// ```
+    pub fn poll_messages(&mut self) -> Option<Messages> {
+        if !matches!(self.events.front(), Some(Pending::Batch(_))) {
+            return None;
+        }
+        match self.events.pop_front() {
+            Some(Pending::Batch(b)) if !b.is_done() => Some(Messages { batch: *b }),
+            _ => None,
         }
     }
 

@@ -15,6 +15,40 @@ use std::time::Instant;
 /// already buffered when that is more (geometric growth), never more than the frame needs.
 const RESERVE_STEP: usize = 256 * 1024;
 
+/// Largest payload a run of small messages copies out of the read buffer (see
+/// `Connection::small_run`): 1 KiB, where copying costs about what a reference count per
+/// message costs; larger payloads are split off the read buffer without copying.
+pub(super) const SMALL_MESSAGE: usize = 1024;
+
+/// A run of small single-frame messages, copied out of the read buffer together: texts in
+/// one string, binaries in one buffer. Handed out message by message by `poll_event`, or
+/// whole by `poll_messages`.
+#[derive(Debug, Clone)]
+pub(super) struct Batch {
+    pub(super) text: Utf8Bytes,
+    pub(super) binary: Bytes,
+    /// Kind and range (in `text` or `binary`) of each message.
+    pub(super) list: Vec<(DataKind, usize, usize)>,
+    /// Messages before this one were handed out.
+    pub(super) next: usize,
+}
+
+impl Batch {
+    /// The next message as an owned event (sharing the run's buffers).
+    pub(super) fn next_event(&mut self) -> Option<Event> {
+        let &(kind, start, end) = self.list.get(self.next)?;
+        self.next += 1;
+        Some(match kind {
+            DataKind::Text => Event::Text(self.text.slice(start, end).unwrap_or_default()),
+            DataKind::Binary => Event::Binary(self.binary.slice(start..end)),
+        })
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.next >= self.list.len()
+    }
+}
+
 /// A message being reassembled.
 #[derive(Debug)]
 enum Partial {
@@ -43,9 +77,12 @@ pub(super) struct Recv {
     utf8: Utf8Validator,
     /// Set once a Close or a violation was parsed: later input is not looked at.
     pub(super) stopped: bool,
-    /// Payload bytes of the partial frame already unmasked (and, for text, checked).
-    progress: usize,
-    /// Fail-fast UTF-8 check of a partial text frame (state after `progress` bytes).
+    /// The payload of a frame that did not arrive in one piece, moved out of the input as
+    /// it arrives (unmasked, and for text checked, on the way). Unallocated otherwise.
+    partial: Vec<u8>,
+    /// A frame's payload is being collected in `partial`.
+    collecting: bool,
+    /// Fail-fast UTF-8 check of a partial text frame (state after the bytes in `partial`).
     early: Option<Utf8Validator>,
 }
 
@@ -54,14 +91,104 @@ impl Recv {
         self.header = None;
         self.message = None;
         self.utf8.reset();
-        self.progress = 0;
+        self.partial = Vec::new();
+        self.collecting = false;
         self.early = None;
     }
 }
 
 impl Connection {
     pub(super) fn handle_input_impl(&mut self, now: Instant, src: &mut BytesMut) {
-        while self.step(now, src) {}
+        loop {
+            self.small_run(now, src);
+            if !self.step(now, src) {
+                return;
+            }
+        }
+    }
+
+    /// The run of complete, unfragmented, uncompressed small data frames at the front of
+    /// `src`: each payload is copied out (unmasked on the way) into one text or one binary
+    /// buffer for the whole run, and the run is queued as one [`Batch`]. A run costs one
+    /// allocation per buffer and no reference count per message, where splitting each payload
+    /// off the read buffer costs two atomic operations per message. Any other frame ends the
+    /// run and goes through [`step`](Self::step).
+    fn small_run(&mut self, now: Instant, src: &mut BytesMut) {
+        if self.recv.header.is_some()
+            || self.recv.message.is_some()
+            || self.recv.stopped
+            || self.config.fragments != FragmentMode::Reassemble
+            || matches!(self.state, State::Closed)
+        {
+            return;
+        }
+        let mut pos = 0;
+        let mut text = String::new();
+        let mut binary: Vec<u8> = Vec::new();
+        let mut scratch = [0u8; SMALL_MESSAGE];
+        let mut list = Vec::new();
+        let mut invalid = None;
+        while let Ok(Some((h, n))) = FrameHeader::decode(&src[pos..]) {
+            if !h.fin
+                || h.rsv != 0
+                || !matches!(h.opcode, OpCode::Text | OpCode::Binary)
+                || h.len > SMALL_MESSAGE as u64
+            {
+                break;
+            }
+            let len = h.len as usize;
+            if src.len() - pos - n < len || self.check_header(&h).is_err() {
+                break;
+            }
+            let payload = &src[pos + n..pos + n + len];
+            if h.opcode == OpCode::Text {
+                // Unmasked and validated in a scratch buffer, then appended: the run's text
+                // is built from `str`s, never validated twice.
+                let piece = &mut scratch[..len];
+                piece.copy_from_slice(payload);
+                if let Some(key) = h.mask {
+                    apply_mask(piece, key, 0);
+                }
+                let Ok(piece) = simdutf8::basic::from_utf8(piece) else {
+                    invalid = Some(n + len);
+                    break;
+                };
+                if text.capacity() == 0 {
+                    text.reserve(src.len() - pos);
+                }
+                let start = text.len();
+                text.push_str(piece);
+                list.push((DataKind::Text, start, start + len));
+            } else {
+                if binary.capacity() == 0 {
+                    binary.reserve(src.len() - pos);
+                }
+                let start = binary.len();
+                binary.extend_from_slice(payload);
+                if let Some(key) = h.mask {
+                    apply_mask(&mut binary[start..], key, 0);
+                }
+                list.push((DataKind::Binary, start, start + len));
+            }
+            pos += n + len;
+            self.stats.frames_received += 1;
+            self.stats.bytes_received += len as u64;
+        }
+        if pos > 0 {
+            self.alive(now);
+            src.advance(pos);
+            self.events.push_back(Pending::Batch(Box::new(Batch {
+                text: Utf8Bytes::from(text),
+                binary: Bytes::from(binary),
+                list,
+                next: 0,
+            })));
+        }
+        if let Some(skip) = invalid {
+            self.alive(now);
+            src.advance(skip);
+            self.fail(ProtocolError::InvalidUtf8);
+        }
     }
 
     /// Processes at most one frame (or the header of one); `false` when no further progress
@@ -92,30 +219,18 @@ impl Connection {
         };
         // `check_header` bounded the length by `max_frame_payload` (a usize)
         let len = hdr.len as usize;
-        if src.len() < len {
-            if src.len() > self.recv.progress {
-                self.alive(now);
-                if let Err(e) = self.early_check(&hdr, src) {
-                    self.fail(e);
-                    return false;
-                }
-            }
-            // room for the next read, but not the whole declared length at once: a 10-byte
-            // header must not buy a 16 MiB allocation; the buffer grows as bytes arrive
-            // (growth is geometric: at least what is already buffered, so a large frame
-            // costs O(n) copying in total)
-            src.reserve((len - src.len()).min(RESERVE_STEP.max(src.len())));
-            return false;
+        if self.recv.collecting || src.len() < len {
+            // A frame that does not arrive in one piece gets a buffer of its own, so the
+            // input buffer stays small and reusable instead of growing (and being copied
+            // whenever an earlier message still holds it).
+            return self.collect(now, hdr, src);
         }
         self.recv.header = None;
         self.alive(now);
         let mut payload = src.split_to(len);
         if let Some(key) = hdr.mask {
-            let done = self.recv.progress;
-            apply_mask(&mut payload[done..], key, done);
+            apply_mask(&mut payload, key, 0);
         }
-        self.recv.progress = 0;
-        self.recv.early = None;
         self.stats.frames_received += 1;
         self.stats.bytes_received += len as u64;
         self.on_frame(hdr, payload);
@@ -175,17 +290,51 @@ impl Connection {
         Some(())
     }
 
-    /// A partial frame grew: unmask the new bytes in place (never twice) and, for text, check
-    /// them so invalid UTF-8 fails at once instead of after the whole frame (RFC 6455 §8.1,
-    /// Autobahn 6.4.*). The complete frame is still validated once more when it is turned into
-    /// a `Utf8Bytes`, the one validation that builds the value.
-    fn early_check(&mut self, hdr: &FrameHeader, src: &mut BytesMut) -> Result<(), ProtocolError> {
-        let start = self.recv.progress;
-        let end = src.len();
-        if let Some(key) = hdr.mask {
-            apply_mask(&mut src[start..end], key, start);
+    /// Moves the bytes of a frame that did not arrive in one piece from `src` into its own
+    /// buffer, unmasking them on the way; hands the frame on once complete. The buffer grows
+    /// as bytes arrive, never more than 256 KiB (or twice what arrived) ahead of them, so a
+    /// 10-byte header cannot buy a 16 MiB allocation; growth is geometric, so a large frame
+    /// costs O(n) copying in total.
+    fn collect(&mut self, now: Instant, hdr: FrameHeader, src: &mut BytesMut) -> bool {
+        let len = hdr.len as usize;
+        self.recv.collecting = true;
+        let have = self.recv.partial.len();
+        let take = (len - have).min(src.len());
+        if take > 0 {
+            self.alive(now);
+            let buf = &mut self.recv.partial;
+            if buf.capacity() - have < take {
+                let grown = (2 * buf.capacity()).max(RESERVE_STEP).max(have + take);
+                buf.reserve_exact(grown.min(len) - have);
+            }
+            buf.extend_from_slice(&src[..take]);
+            src.advance(take);
+            if let Some(key) = hdr.mask {
+                apply_mask(&mut buf[have..], key, have);
+            }
+            if let Err(e) = self.early_check(&hdr, have) {
+                self.fail(e);
+                return false;
+            }
         }
-        self.recv.progress = end;
+        if self.recv.partial.len() < len {
+            return false;
+        }
+        self.recv.header = None;
+        self.recv.collecting = false;
+        self.recv.early = None;
+        let payload = BytesMut::from(Bytes::from(std::mem::take(&mut self.recv.partial)));
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += len as u64;
+        self.on_frame(hdr, payload);
+        true
+    }
+
+    /// A partial frame grew (its new bytes start at `start` of the frame buffer, unmasked):
+    /// for text, check them so invalid UTF-8 fails at once instead of after the whole frame
+    /// (RFC 6455 §8.1, Autobahn 6.4.*). The complete frame is still validated once more when
+    /// it is turned into a `Utf8Bytes`, the one validation that builds the value.
+    fn early_check(&mut self, hdr: &FrameHeader, start: usize) -> Result<(), ProtocolError> {
         // compressed text is checked after inflating, frame by frame
         let text = match hdr.opcode {
             OpCode::Text => hdr.rsv & super::RSV1 == 0,
@@ -206,7 +355,7 @@ impl Connection {
                     Utf8Validator::default()
                 }
             });
-            v.feed(&src[start..end], false, None)
+            v.feed(&self.recv.partial[start..], false, None)
                 .map_err(|()| ProtocolError::InvalidUtf8)?;
         }
         Ok(())

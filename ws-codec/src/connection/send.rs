@@ -46,14 +46,15 @@ impl MaskSource {
     }
 }
 
-/// Server-role payloads shorter than this are copied next to their header into a shared
-/// buffer (one `Transmit` for many small frames); longer ones are handed out as the caller's
-/// `Bytes`, never copied. 1 KiB: below it, copying is cheaper than a separate write and a
-/// reference count per frame.
+/// Payloads shorter than this are copied next to their header into a shared buffer (one
+/// `Transmit` for many small frames, masked there in the client role); longer ones are kept as
+/// the caller's `Bytes`: handed out as they are in the server role, never copied, and masked
+/// while copied once (into the driver's buffer or their own) in the client role. 1 KiB: below
+/// it, copying is cheaper than a separate write and a reference count per frame.
 pub const COALESCE_BELOW: usize = 1024;
 
-/// Allocation unit of the buffer small (and, in the client role, all masked) frames are
-/// encoded into, once a burst outgrows [`FIRST_CHUNK`].
+/// Allocation unit of the buffer small frames are encoded into, once a burst outgrows
+/// [`FIRST_CHUNK`].
 const TAIL_CHUNK: usize = 64 * 1024;
 
 /// First allocation of that buffer for a burst. After the queue is drained through
@@ -66,12 +67,45 @@ const FIRST_CHUNK: usize = 4 * 1024;
 /// queue without bound.
 pub(crate) const MAX_PENDING_PONGS: usize = 64;
 
+/// A queued frame: a transmit, whose payload is still to be masked with `mask` (a large
+/// client-role payload, kept as the caller's `Bytes` until it is written: masked while copied
+/// into the driver's buffer by `poll_transmit_into`, or into a buffer of its own by
+/// `poll_transmit`, so it is copied once either way).
+#[derive(Debug)]
+struct Queued {
+    t: Transmit,
+    mask: Option<[u8; 4]>,
+}
+
+impl Queued {
+    fn write_to(self, dst: &mut BytesMut) {
+        dst.extend_from_slice(&self.t.head);
+        let start = dst.len();
+        dst.extend_from_slice(&self.t.payload);
+        if let Some(k) = self.mask {
+            apply_mask(&mut dst[start..], k, 0);
+        }
+    }
+
+    fn into_transmit(self) -> Transmit {
+        let Some(k) = self.mask else {
+            return self.t;
+        };
+        let mut owned = BytesMut::from(&self.t.payload[..]);
+        apply_mask(&mut owned, k, 0);
+        Transmit {
+            head: self.t.head,
+            payload: owned.freeze(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct SendQueue {
     role: Role,
     masks: MaskSource,
     /// Transmits ready to go, in order; `tail` follows them.
-    queue: VecDeque<Transmit>,
+    queue: VecDeque<Queued>,
     /// Encoded frames after the last queued transmit, not yet split off.
     tail: BytesMut,
     /// Bytes in `queue` and `tail`.
@@ -138,25 +172,26 @@ impl SendQueue {
         }
     }
 
-    /// Queues a frame in order: encoded into `tail` when it is masked or small, else as a
-    /// zero-copy transmit.
+    /// Queues a frame in order: encoded into `tail` when it is small, else as a transmit of
+    /// the caller's payload (masked when written, in the client role).
     fn push(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: Bytes) {
         let len = payload.len();
-        if self.role == Role::Server && len >= COALESCE_BELOW {
+        if len >= COALESCE_BELOW {
             self.flush_tail();
+            let mask = (self.role == Role::Client).then(|| self.masks.next_key());
             let t = Transmit {
                 head: FrameHeader {
                     fin,
                     rsv,
                     opcode,
-                    mask: None,
+                    mask,
                     len: len as u64,
                 }
                 .to_bytes(),
                 payload,
             };
             self.queued_bytes += t.len();
-            self.queue.push_back(t);
+            self.queue.push_back(Queued { t, mask });
             return;
         }
         let mask = (self.role == Role::Client).then(|| self.masks.next_key());
@@ -170,14 +205,19 @@ impl SendQueue {
         let mut hb = [0u8; MAX_HEADER_LEN];
         let n = h.encode(&mut hb);
         let need = n + len;
-        if self.tail.capacity() - self.tail.len() < need {
+        // Room for the whole 14-byte header array: copying a fixed size is a few moves, a
+        // variable-length copy is a call.
+        let room = need + MAX_HEADER_LEN;
+        if self.tail.capacity() - self.tail.len() < room {
             if self.tail.is_empty() {
-                self.tail = BytesMut::with_capacity(need.max(FIRST_CHUNK));
+                self.tail = BytesMut::with_capacity(room.max(FIRST_CHUNK));
             } else {
-                self.tail.reserve(need.max(TAIL_CHUNK));
+                self.tail.reserve(room.max(TAIL_CHUNK));
             }
         }
-        self.tail.extend_from_slice(&hb[..n]);
+        let at = self.tail.len();
+        self.tail.extend_from_slice(&hb);
+        self.tail.truncate(at + n);
         let start = self.tail.len();
         self.tail.extend_from_slice(&payload);
         if let Some(k) = mask {
@@ -189,9 +229,12 @@ impl SendQueue {
     fn flush_tail(&mut self) {
         if !self.tail.is_empty() {
             let payload = self.tail.split().freeze();
-            self.queue.push_back(Transmit {
-                head: HeaderBytes::EMPTY,
-                payload,
+            self.queue.push_back(Queued {
+                t: Transmit {
+                    head: HeaderBytes::EMPTY,
+                    payload,
+                },
+                mask: None,
             });
         }
     }
@@ -297,14 +340,28 @@ impl SendQueue {
         if self.close_sent {
             return (0, 0);
         }
+        // The common case: only small frames, all in `tail`.
+        if self.queue.is_empty()
+            && self.pongs.is_empty()
+            && self.ping.is_none()
+            && self.close.is_none()
+        {
+            let n = self.tail.len();
+            if n > 0 {
+                dst.extend_from_slice(&self.tail);
+                self.tail.clear();
+            }
+            self.queued_bytes = 0;
+            return (u64::from(n > 0), n);
+        }
         let start = dst.len();
         let mut frames = 0;
         for t in self.pongs.drain(..).chain(self.ping.take()) {
             t.write_to(dst);
             frames += 1;
         }
-        for t in self.queue.drain(..) {
-            t.write_to(dst);
+        for q in self.queue.drain(..) {
+            q.write_to(dst);
             frames += 1;
         }
         if !self.tail.is_empty() {
@@ -339,9 +396,9 @@ impl SendQueue {
                 self.tail = BytesMut::new();
             }
         }
-        if let Some(t) = self.queue.pop_front() {
-            self.queued_bytes -= t.len();
-            return Some(t);
+        if let Some(q) = self.queue.pop_front() {
+            self.queued_bytes -= q.t.len();
+            return Some(q.into_transmit());
         }
         let t = self.close.take()?;
         self.close_sent = true;
