@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A boxed error, as hooks return it.
@@ -225,6 +226,23 @@ pub struct Call {
     pub(crate) method: String,
     pub(crate) args: Vec<RawJson>,
     pub(crate) conn: Connection,
+    pub(crate) slot: Arc<CallSlot>,
+    pub(crate) from_handle: bool,
+}
+
+/// What the runtime and a call's [`Deferred`] responder share: whether the call was
+/// deferred, and whether its final frame was sent (exactly one is).
+#[derive(Debug, Default)]
+pub(crate) struct CallSlot {
+    pub(crate) deferred: AtomicBool,
+    pub(crate) answered: AtomicBool,
+}
+
+impl CallSlot {
+    /// Claims the right to send the final frame (true once).
+    pub(crate) fn claim(&self) -> bool {
+        !self.answered.swap(true, Ordering::AcqRel)
+    }
 }
 
 impl Call {
@@ -274,8 +292,116 @@ impl Call {
         RpcStream {
             id: self.id.clone(),
             conn: self.conn.clone(),
+            slot: self.slot.clone(),
         }
     }
+
+    /// Whether the call came through an [`AgentHandle`](crate::AgentHandle) rather than a
+    /// client's socket (then [`connection`](Self::connection) is a detached connection with
+    /// an empty id that belongs to no instance).
+    pub fn from_handle(&self) -> bool {
+        self.from_handle
+    }
+
+    /// Answers the call later, from any task: the hook returns [`Reply::deferred()`] at once
+    /// and the instance goes on with its next event while the returned [`Deferred`] streams
+    /// chunks and sends the final reply (typically from a task started with
+    /// [`Context::spawn`]). See the crate docs, "Hooks that await".
+    ///
+    /// A `Deferred` dropped without [`finish`](Deferred::finish) answers the call with the
+    /// error `Call dropped without a reply`, so no client waits forever.
+    pub fn defer(&self) -> Deferred {
+        self.slot.deferred.store(true, Ordering::Release);
+        Deferred {
+            id: self.id.clone(),
+            method: self.method.clone(),
+            conn: self.conn.clone(),
+            slot: self.slot.clone(),
+            started: crate::metrics::start(),
+        }
+    }
+}
+
+/// The responder of a deferred call ([`Call::defer`]): `Send + 'static`, completed later from
+/// any task. Chunks ([`send`](Self::send)) and the final reply ([`finish`](Self::finish)) go
+/// straight to the caller's socket queue; they do not wait for the instance.
+#[derive(Debug)]
+pub struct Deferred {
+    id: RpcId,
+    method: String,
+    conn: Connection,
+    slot: Arc<CallSlot>,
+    started: std::time::Instant,
+}
+
+impl Deferred {
+    /// Sends one streaming chunk (`done:false`). Fails with `Connection closed` once the
+    /// caller is gone, so that a producing loop `d.send(&token)?` ends when nobody listens.
+    pub fn send<T: Serialize + ?Sized>(&self, chunk: &T) -> Result<(), RpcError> {
+        send_chunk(&self.id, &self.conn, &self.slot, chunk)
+    }
+
+    /// A cloneable [`RpcStream`] for the same call (to hand chunks out to several tasks).
+    pub fn stream(&self) -> RpcStream {
+        RpcStream {
+            id: self.id.clone(),
+            conn: self.conn.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+
+    /// Whether the caller is gone (chunks and the reply would be dropped).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Sends the final reply (or error) and ends the call. Returns `false` when it was not
+    /// delivered: the caller is gone.
+    pub fn finish(self, result: Result<Reply, RpcError>) -> bool {
+        self.answer(result)
+    }
+
+    fn answer(&self, result: Result<Reply, RpcError>) -> bool {
+        if !self.slot.claim() {
+            return false;
+        }
+        let result = match result {
+            Ok(Reply(ReplyKind::Deferred)) => {
+                Err(RpcError::new("Reply::deferred() is not a final reply"))
+            }
+            r => r,
+        };
+        crate::metrics::rpc_done(self.started);
+        self.conn
+            .send_text(encode_reply(self.id.clone(), &self.method, result))
+            .is_ok()
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if !self.slot.answered.load(Ordering::Acquire) {
+            tracing::warn!(method = %self.method, "a deferred call was dropped without a reply");
+            self.answer(Err(RpcError::new(CALL_DROPPED)));
+        }
+    }
+}
+
+/// The error a deferred call that was dropped unanswered fails with.
+pub(crate) const CALL_DROPPED: &str = "Call dropped without a reply";
+
+fn send_chunk<T: Serialize + ?Sized>(
+    id: &RpcId,
+    conn: &Connection,
+    slot: &CallSlot,
+    chunk: &T,
+) -> Result<(), RpcError> {
+    if conn.is_closed() || slot.answered.load(Ordering::Acquire) {
+        return Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED));
+    }
+    let frame = RpcResponse::chunk(id.clone(), chunk)?;
+    conn.send_text(frame.encode())
+        .map_err(|_| RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED))
 }
 
 /// Splits the `args` array of a call into its elements, kept as JSON text. Fails only on text
@@ -290,6 +416,7 @@ pub(crate) fn split_args(args: &RawJson) -> Result<Vec<RawJson>, serde_json::Err
 pub struct RpcStream {
     id: RpcId,
     conn: Connection,
+    slot: Arc<CallSlot>,
 }
 
 impl RpcStream {
@@ -297,13 +424,7 @@ impl RpcStream {
     /// (closed, or closed for overflowing its queue), so that a loop producing chunks with
     /// `stream.send(&chunk)?` ends when nobody is listening any more.
     pub fn send<T: Serialize + ?Sized>(&self, chunk: &T) -> Result<(), RpcError> {
-        if self.conn.is_closed() {
-            return Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED));
-        }
-        let frame = RpcResponse::chunk(self.id.clone(), chunk)?;
-        self.conn
-            .send_text(frame.encode())
-            .map_err(|_| RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED))
+        send_chunk(&self.id, &self.conn, &self.slot, chunk)
     }
 
     /// Whether the calling connection is gone (chunks and the reply would be dropped).
@@ -314,22 +435,44 @@ impl RpcStream {
 
 /// The final value of a successful call.
 #[derive(Debug, Clone)]
-pub struct Reply(pub(crate) Option<RawJson>);
+pub struct Reply(pub(crate) ReplyKind);
+
+#[derive(Debug, Clone)]
+pub(crate) enum ReplyKind {
+    Value(Option<RawJson>),
+    Deferred,
+}
 
 impl Reply {
     /// A result value.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Reply, RpcError> {
-        Ok(Reply(Some(RawJson::from_serialize(value)?)))
+        Ok(Reply(ReplyKind::Value(Some(RawJson::from_serialize(
+            value,
+        )?))))
     }
 
     /// No result (the reply frame has no `result` key; the client resolves `undefined`).
     pub fn void() -> Reply {
-        Reply(None)
+        Reply(ReplyKind::Value(None))
     }
 
     /// A result given as JSON text, sent exactly as it is (see [`Call::raw_arg`]).
     pub fn raw(value: RawJson) -> Reply {
-        Reply(Some(value))
+        Reply(ReplyKind::Value(Some(value)))
+    }
+
+    /// What a hook returns after [`Call::defer`]: the reply comes later from the
+    /// [`Deferred`] responder. (Returned without deferring, the call fails.)
+    pub fn deferred() -> Reply {
+        Reply(ReplyKind::Deferred)
+    }
+
+    /// The result's JSON text (`None`: no result, or [`Reply::deferred`]).
+    pub fn as_raw(&self) -> Option<&RawJson> {
+        match &self.0 {
+            ReplyKind::Value(v) => v.as_ref(),
+            ReplyKind::Deferred => None,
+        }
     }
 }
 
@@ -442,6 +585,8 @@ pub struct Context<A: Agent> {
     pub(crate) changed: VecDeque<Option<Connection>>,
     pub(crate) sse: HashMap<String, Vec<SseSender>>,
     pub(crate) sse_log_len: usize,
+    /// Tasks of [`Context::spawn`]: aborted when the instance is deleted or ends.
+    pub(crate) tasks: tokio::task::JoinSet<()>,
 }
 
 impl<A: Agent> fmt::Debug for Context<A> {
@@ -450,6 +595,7 @@ impl<A: Agent> fmt::Debug for Context<A> {
             .field("namespace", &self.namespace)
             .field("name", &self.name)
             .field("connections", &self.conns.len())
+            .field("tasks", &self.tasks.len())
             .finish()
     }
 }
@@ -463,6 +609,28 @@ impl<A: Agent> Context<A> {
     /// The URL namespace of the agent class (`counter-agent`).
     pub fn agent_namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Runs `fut` as a task of this instance, concurrently with its hooks: the way to await
+    /// something slow (an upstream API, an LLM stream, another agent) without holding the
+    /// instance. Typically it completes a [`Deferred`] call and changes state through an
+    /// [`AgentHandle`](crate::AgentHandle) (`cx.handle()`), whose operations are queued with
+    /// the instance's other events.
+    ///
+    /// The task belongs to the instance: the instance does not hibernate while it runs, and
+    /// it is aborted when the instance is deleted or ends (server shutdown). A panic in it is
+    /// logged. It runs on the agents' runtime ([`ServerBuilder::agent_runtime`](crate::ServerBuilder::agent_runtime)).
+    pub fn spawn<F>(&mut self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument;
+        self.tasks.spawn(fut.instrument(tracing::Span::current()));
+    }
+
+    /// How many tasks of [`spawn`](Self::spawn) are running.
+    pub fn running_tasks(&self) -> usize {
+        self.tasks.len()
     }
 
     /// The current state (`None` when the agent has none).
@@ -638,7 +806,10 @@ impl<A: Agent> Context<A> {
 
 pub(crate) fn encode_reply(id: RpcId, method: &str, res: Result<Reply, RpcError>) -> Utf8Bytes {
     match res {
-        Ok(Reply(result)) => RpcResponse::Done { id, result },
+        Ok(Reply(ReplyKind::Value(result))) => RpcResponse::Done { id, result },
+        Ok(Reply(ReplyKind::Deferred)) => {
+            RpcResponse::error(id, "The call was deferred without Call::defer")
+        }
         // A name of the reference base class (`setState`, `onConnect`, `toString`, …) exists
         // there as a function that is not callable, so the reference answers "not callable".
         Err(RpcError::NoSuchMethod)

@@ -1,7 +1,7 @@
 //! One actor task per agent instance: events one at a time, in arrival order.
 
 use crate::agent::{
-    encode_reply, Agent, BoxError, Call, Context, Loaded, Reject, RpcError, StateSource,
+    encode_reply, Agent, BoxError, Call, CallSlot, Context, Loaded, Reject, RpcError, StateSource,
 };
 use crate::body::{response, Body};
 use crate::connection::{Connection, Message};
@@ -256,6 +256,7 @@ where
             changed: VecDeque::new(),
             sse: HashMap::new(),
             sse_log_len: env.limits.sse_log_len,
+            tasks: tokio::task::JoinSet::new(),
         };
         let runtime = env.agent_runtime.clone();
         let actor = Actor {
@@ -296,19 +297,25 @@ impl<A: Agent> Actor<A> {
             let idle = self.env.limits.idle_timeout.filter(|_| {
                 self.agent.is_some() || (self.cx.conns.is_empty() && self.cx.sse.is_empty())
             });
-            let cmd = match idle {
-                Some(idle) => match tokio::time::timeout(idle, rx.recv()).await {
-                    Ok(cmd) => cmd,
-                    Err(_) => {
-                        if self.agent.is_some() {
-                            self.maybe_hibernate();
-                        } else if self.try_exit(&mut rx) {
-                            break;
+            let tasks = !self.cx.tasks.is_empty();
+            let cmd = tokio::select! {
+                cmd = rx.recv() => cmd,
+                Some(done) = self.cx.tasks.join_next(), if tasks => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("a task of the instance panicked");
                         }
-                        continue;
                     }
-                },
-                None => rx.recv().await,
+                    continue;
+                }
+                _ = sleep_for(idle), if idle.is_some() => {
+                    if self.agent.is_some() {
+                        self.maybe_hibernate();
+                    } else if self.try_exit(&mut rx) {
+                        break;
+                    }
+                    continue;
+                }
             };
             let Some(cmd) = cmd else { break };
             self.handle(cmd).await;
@@ -327,7 +334,7 @@ impl<A: Agent> Actor<A> {
     /// storage; the next event starts a new one). Decided under the registry lock, through
     /// which every first event of an instance is delivered, and only with an empty queue.
     fn try_exit(&mut self, rx: &mut mpsc::Receiver<Cmd>) -> bool {
-        if !self.cx.conns.is_empty() || !self.cx.sse.is_empty() {
+        if !self.cx.conns.is_empty() || !self.cx.sse.is_empty() || !self.cx.tasks.is_empty() {
             return false;
         }
         let mut map = self.env.registry.lock();
@@ -353,8 +360,8 @@ impl<A: Agent> Actor<A> {
             subs.retain(|s| !s.is_closed());
         }
         self.cx.sse.retain(|_, v| !v.is_empty());
-        if !self.cx.sse.is_empty() {
-            return; // live SSE responses keep the instance awake
+        if !self.cx.sse.is_empty() || !self.cx.tasks.is_empty() {
+            return; // live SSE responses and running tasks keep the instance awake
         }
         tracing::debug!(connections = self.cx.conns.len(), "hibernating");
         self.agent = None;
@@ -374,6 +381,7 @@ impl<A: Agent> Actor<A> {
         }
         self.cx.conns.clear();
         self.cx.sse.clear();
+        self.cx.tasks.abort_all();
         self.agent = None;
         self.cx.state = None;
         self.cx.store = None;
@@ -544,21 +552,7 @@ impl<A: Agent> Actor<A> {
                                 return;
                             }
                         };
-                        let call = Call {
-                            id: id.clone(),
-                            method: method.clone(),
-                            args,
-                            conn: conn.clone(),
-                        };
-                        cx.current = Some(conn.clone());
-                        let t = crate::metrics::start();
-                        let res = guard(agent.on_call(cx, call)).await.unwrap_or_else(|()| {
-                            panicked = true;
-                            Err(RpcError::new("Internal error"))
-                        });
-                        cx.current = None;
-                        let _ = conn.send_text(encode_reply(id, &method, res));
-                        crate::metrics::rpc_done(t);
+                        panicked = run_call(agent, cx, id, method, args, conn, false).await;
                     }
                     _ => {
                         cx.current = Some(conn.clone());
@@ -651,6 +645,57 @@ impl<A: Agent> Actor<A> {
             }
         }
     }
+}
+
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `on_call` and sends its reply, unless the hook deferred it (then the [`Deferred`]
+/// responder sends it, or the hook's error if it failed after deferring). Returns whether the
+/// hook panicked.
+///
+/// [`Deferred`]: crate::Deferred
+pub(crate) async fn run_call<A: Agent>(
+    agent: &mut A,
+    cx: &mut Context<A>,
+    id: agentwire_protocol::RpcId,
+    method: String,
+    args: Vec<RawJson>,
+    conn: Connection,
+    from_handle: bool,
+) -> bool {
+    let slot = Arc::new(CallSlot::default());
+    let call = Call {
+        id: id.clone(),
+        method: method.clone(),
+        args,
+        conn: conn.clone(),
+        slot: slot.clone(),
+        from_handle,
+    };
+    cx.current = (!from_handle).then(|| conn.clone());
+    let t = crate::metrics::start();
+    let mut panicked = false;
+    let res = guard(agent.on_call(cx, call)).await.unwrap_or_else(|()| {
+        panicked = true;
+        Err(RpcError::new("Internal error"))
+    });
+    cx.current = None;
+    let deferred = slot.deferred.load(std::sync::atomic::Ordering::Acquire);
+    let send = match &res {
+        // the responder answers
+        Ok(_) if deferred => false,
+        _ => slot.claim(),
+    };
+    if send {
+        let _ = conn.send_text(encode_reply(id, &method, res));
+        crate::metrics::rpc_done(t);
+    }
+    panicked
 }
 
 fn internal_error() -> Response<Body> {

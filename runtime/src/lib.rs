@@ -315,7 +315,8 @@ mod ws;
 
 pub use accept::BodyTimeout;
 pub use agent::{
-    Agent, BoxError, Call, Context, Reject, Reply, RpcError, RpcStream, StateError, StateSource,
+    Agent, BoxError, Call, Context, Deferred, Reject, Reply, RpcError, RpcStream, StateError,
+    StateSource,
 };
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};
