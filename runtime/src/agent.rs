@@ -12,7 +12,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A boxed error, as hooks return it.
@@ -230,18 +229,70 @@ pub struct Call {
     pub(crate) from_handle: bool,
 }
 
-/// What the runtime and a call's [`Deferred`] responder share: whether the call was
-/// deferred, and whether its final frame was sent (exactly one is).
-#[derive(Debug, Default)]
-pub(crate) struct CallSlot {
-    pub(crate) deferred: AtomicBool,
-    pub(crate) answered: AtomicBool,
+/// What the runtime and a call's [`Deferred`] responder share, so that exactly one final
+/// frame is sent: whether the call was deferred, whether the hook is still running, whether
+/// the responder was dropped unanswered, and whether the final frame went out.
+#[derive(Debug)]
+pub(crate) struct CallSlot(std::sync::Mutex<SlotState>);
+
+#[derive(Debug)]
+struct SlotState {
+    deferred: bool,
+    hook_running: bool,
+    dropped: bool,
+    answered: bool,
+}
+
+/// What the runtime does once the hook returned.
+pub(crate) enum AfterHook {
+    /// Send the hook's result.
+    Send,
+    /// The responder was dropped unanswered while the hook ran: answer that.
+    Dropped,
+    /// Nothing: the responder answers (or did).
+    Nothing,
 }
 
 impl CallSlot {
+    pub(crate) fn new() -> Self {
+        Self(std::sync::Mutex::new(SlotState {
+            deferred: false,
+            hook_running: true,
+            dropped: false,
+            answered: false,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Claims the right to send the final frame (true once).
-    pub(crate) fn claim(&self) -> bool {
-        !self.answered.swap(true, Ordering::AcqRel)
+    fn claim(&self) -> bool {
+        !std::mem::replace(&mut self.lock().answered, true)
+    }
+
+    fn answered(&self) -> bool {
+        self.lock().answered
+    }
+
+    /// The hook returned (`failed`: with an error, which then is the answer unless the
+    /// responder already answered).
+    pub(crate) fn hook_returned(&self, failed: bool) -> AfterHook {
+        let mut s = self.lock();
+        s.hook_running = false;
+        if s.answered {
+            return AfterHook::Nothing;
+        }
+        if failed || !s.deferred {
+            s.answered = true;
+            return AfterHook::Send;
+        }
+        if s.dropped {
+            s.answered = true;
+            return AfterHook::Dropped;
+        }
+        AfterHook::Nothing
     }
 }
 
@@ -311,7 +362,7 @@ impl Call {
     /// A `Deferred` dropped without [`finish`](Deferred::finish) answers the call with the
     /// error `Call dropped without a reply`, so no client waits forever.
     pub fn defer(&self) -> Deferred {
-        self.slot.deferred.store(true, Ordering::Release);
+        self.slot.lock().deferred = true;
         Deferred {
             id: self.id.clone(),
             method: self.method.clone(),
@@ -380,10 +431,18 @@ impl Deferred {
 
 impl Drop for Deferred {
     fn drop(&mut self) {
-        if !self.slot.answered.load(Ordering::Acquire) {
-            tracing::warn!(method = %self.method, "a deferred call was dropped without a reply");
-            self.answer(Err(RpcError::new(CALL_DROPPED)));
+        let mut s = self.slot.lock();
+        if s.answered {
+            return;
         }
+        if s.hook_running {
+            // the hook's own result decides (an error it returns is the answer)
+            s.dropped = true;
+            return;
+        }
+        drop(s);
+        tracing::warn!(method = %self.method, "a deferred call was dropped without a reply");
+        self.answer(Err(RpcError::new(CALL_DROPPED)));
     }
 }
 
@@ -396,7 +455,7 @@ fn send_chunk<T: Serialize + ?Sized>(
     slot: &CallSlot,
     chunk: &T,
 ) -> Result<(), RpcError> {
-    if conn.is_closed() || slot.answered.load(Ordering::Acquire) {
+    if conn.is_closed() || slot.answered() {
         return Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED));
     }
     let frame = RpcResponse::chunk(id.clone(), chunk)?;
@@ -587,6 +646,7 @@ pub struct Context<A: Agent> {
     pub(crate) sse_log_len: usize,
     /// Tasks of [`Context::spawn`]: aborted when the instance is deleted or ends.
     pub(crate) tasks: tokio::task::JoinSet<()>,
+    pub(crate) env: crate::instance::Env,
 }
 
 impl<A: Agent> fmt::Debug for Context<A> {
@@ -626,6 +686,19 @@ impl<A: Agent> Context<A> {
     {
         use tracing::Instrument;
         self.tasks.spawn(fut.instrument(tracing::Span::current()));
+    }
+
+    /// A handle on this instance, for tasks of [`spawn`](Self::spawn) (not to be awaited
+    /// from this instance's own hooks: see [`AgentHandle`](crate::AgentHandle)).
+    pub fn handle(&self) -> crate::AgentHandle<A> {
+        crate::AgentHandle::lookup(&self.env, Some(&self.namespace), &self.name)
+            .expect("an instance's own class is registered")
+    }
+
+    /// A handle on the instance `name` of the agent class of type `B` (the reference's
+    /// `getAgentByName`); fails when no class, or several, of that type are registered.
+    pub fn agent<B: Agent>(&self, name: &str) -> Result<crate::AgentHandle<B>, crate::HandleError> {
+        crate::AgentHandle::lookup(&self.env, None, name)
     }
 
     /// How many tasks of [`spawn`](Self::spawn) are running.

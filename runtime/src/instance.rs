@@ -1,7 +1,8 @@
 //! One actor task per agent instance: events one at a time, in arrival order.
 
 use crate::agent::{
-    encode_reply, Agent, BoxError, Call, CallSlot, Context, Loaded, Reject, RpcError, StateSource,
+    encode_reply, AfterHook, Agent, BoxError, Call, CallSlot, Context, Loaded, Reject, RpcError,
+    StateSource,
 };
 use crate::body::{response, Body};
 use crate::connection::{Connection, Message};
@@ -54,6 +55,90 @@ pub(crate) enum Cmd {
     Delete {
         reply: oneshot::Sender<Result<(), crate::StoreError>>,
     },
+    /// Run a closure with the agent and its context ([`AgentHandle::with`](crate::AgentHandle::with)).
+    With(WithFn),
+    /// An RPC through a handle, answered on a detached connection.
+    Call {
+        method: String,
+        args: Vec<RawJson>,
+        conn: Connection,
+    },
+}
+
+/// A closure run inside an instance; its argument is the instance's [`Actor`], as `Any`
+/// (see [`scope`]).
+pub(crate) struct WithFn(pub(crate) Box<WithBody>);
+
+type WithBody = dyn FnOnce(&mut dyn std::any::Any) + Send;
+
+impl std::fmt::Debug for WithFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WithFn")
+    }
+}
+
+/// The agent value and context of the instance given to a [`WithFn`] (`None`: not an
+/// instance of `A`, or its agent is not started).
+pub(crate) fn scope<A: Agent>(any: &mut dyn std::any::Any) -> Option<(&mut A, &mut Context<A>)> {
+    let actor = any.downcast_mut::<Actor<A>>()?;
+    Some((actor.agent.as_mut()?, &mut actor.cx))
+}
+
+/// The registered classes, by namespace.
+#[derive(Default)]
+pub(crate) struct Classes {
+    pub(crate) by_namespace: HashMap<String, Arc<dyn Class>>,
+}
+
+impl std::fmt::Debug for Classes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_namespace.keys()).finish()
+    }
+}
+
+/// Delivers `cmd` to the instance, starting it if needed; returns its queue. An instance
+/// that exits (idle, no connections) between lookup and delivery is started again.
+pub(crate) async fn deliver(
+    env: &Env,
+    class: &Arc<dyn Class>,
+    name: &str,
+    mut cmd: Cmd,
+) -> Option<mpsc::Sender<Cmd>> {
+    let key = (class.namespace().to_owned(), name.to_owned());
+    for _ in 0..8 {
+        let tx = {
+            let mut map = env.registry.lock();
+            let tx = match map.get(&key) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let tx = class.spawn(name, env.clone());
+                    map.insert(key.clone(), tx.clone());
+                    tx
+                }
+            };
+            // Under the registry lock an idle instance cannot decide to exit meanwhile.
+            match tx.try_send(cmd) {
+                Ok(()) => return Some(tx),
+                Err(mpsc::error::TrySendError::Full(c)) => {
+                    crate::metrics::instance_queue_full();
+                    cmd = c;
+                    tx
+                }
+                Err(mpsc::error::TrySendError::Closed(c)) => {
+                    cmd = c;
+                    map.remove(&key);
+                    continue;
+                }
+            }
+        };
+        // A full queue: wait for room outside the lock (the instance is busy, not exiting;
+        // if it exits anyway the send fails and the loop starts it again).
+        match tx.send(cmd).await {
+            Ok(()) => return Some(tx),
+            Err(e) => cmd = e.0,
+        }
+    }
+    None
 }
 
 /// What an instance holds (diagnostics; see [`Server::instance_info`](crate::Server::instance_info)).
@@ -73,6 +158,8 @@ pub(crate) trait Class: Send + Sync {
     fn namespace(&self) -> &str;
     fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd>;
     fn max_request_body(&self, req: &http::request::Parts) -> Option<u64>;
+    /// The `TypeId` of the agent type.
+    fn agent_type(&self) -> std::any::TypeId;
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +170,8 @@ pub(crate) struct Env {
     pub(crate) awake: Awake,
     /// Where instances run (`ServerBuilder::agent_runtime`); `None`: the caller's runtime.
     pub(crate) agent_runtime: Option<tokio::runtime::Handle>,
+    /// Every class of the server (for handles).
+    pub(crate) classes: Arc<Classes>,
 }
 
 /// The awake instances (those holding their database) and when each last handled an event;
@@ -242,6 +331,10 @@ where
         A::max_request_body(req)
     }
 
+    fn agent_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<A>()
+    }
+
     fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd> {
         let (tx, rx) = mpsc::channel(env.limits.instance_queue.max(1));
         let factory = self.factory.clone();
@@ -257,6 +350,7 @@ where
             sse: HashMap::new(),
             sse_log_len: env.limits.sse_log_len,
             tasks: tokio::task::JoinSet::new(),
+            env: env.clone(),
         };
         let runtime = env.agent_runtime.clone();
         let actor = Actor {
@@ -506,10 +600,24 @@ impl<A: Agent> Actor<A> {
                 Cmd::Close { conn, .. } => {
                     self.cx.conns.remove(&conn.key());
                 }
+                Cmd::Call { conn, .. } => conn.close(code, "agent failed to start"),
+                // dropping the closure tells the handle
+                Cmd::With(_) => {}
                 Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
             }
             return;
         }
+        let cmd = match cmd {
+            Cmd::With(f) => {
+                let me: &mut dyn std::any::Any = self;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (f.0)(me)));
+                if r.is_err() {
+                    self.reset_after_panic();
+                }
+                return;
+            }
+            cmd => cmd,
+        };
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
@@ -617,16 +725,28 @@ impl<A: Agent> Actor<A> {
                 };
                 let _ = reply.send(resp);
             }
-            Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
+            Cmd::Call { method, args, conn } => {
+                let id = agentwire_protocol::RpcId::from("handle");
+                panicked = run_call(agent, cx, id, method, args, conn, true).await;
+            }
+            Cmd::Stats { .. }
+            | Cmd::Shutdown
+            | Cmd::Hibernate
+            | Cmd::Delete { .. }
+            | Cmd::With(_) => {}
         }
         if panicked {
-            tracing::error!("an agent hook panicked; the agent will start again on the next event");
-            self.agent = None;
-            self.cx.state = None;
-            self.cx.store = None;
-            self.cx.changed.clear();
-            self.cx.current = None;
+            self.reset_after_panic();
         }
+    }
+
+    fn reset_after_panic(&mut self) {
+        tracing::error!("an agent hook panicked; the agent will start again on the next event");
+        self.agent = None;
+        self.cx.state = None;
+        self.cx.store = None;
+        self.cx.changed.clear();
+        self.cx.current = None;
     }
 
     async fn notify_state_changes(&mut self) {
@@ -668,7 +788,7 @@ pub(crate) async fn run_call<A: Agent>(
     conn: Connection,
     from_handle: bool,
 ) -> bool {
-    let slot = Arc::new(CallSlot::default());
+    let slot = Arc::new(CallSlot::new());
     let call = Call {
         id: id.clone(),
         method: method.clone(),
@@ -685,16 +805,13 @@ pub(crate) async fn run_call<A: Agent>(
         Err(RpcError::new("Internal error"))
     });
     cx.current = None;
-    let deferred = slot.deferred.load(std::sync::atomic::Ordering::Acquire);
-    let send = match &res {
-        // the responder answers
-        Ok(_) if deferred => false,
-        _ => slot.claim(),
+    let res = match slot.hook_returned(res.is_err()) {
+        AfterHook::Send => res,
+        AfterHook::Dropped => Err(RpcError::new(crate::agent::CALL_DROPPED)),
+        AfterHook::Nothing => return panicked,
     };
-    if send {
-        let _ = conn.send_text(encode_reply(id, &method, res));
-        crate::metrics::rpc_done(t);
-    }
+    let _ = conn.send_text(encode_reply(id, &method, res));
+    crate::metrics::rpc_done(t);
     panicked
 }
 

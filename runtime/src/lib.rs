@@ -303,6 +303,7 @@ pub mod body;
 pub mod client;
 mod connection;
 pub mod demo;
+mod handle;
 mod instance;
 pub mod metrics;
 mod origin;
@@ -320,6 +321,7 @@ pub use agent::{
 };
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};
+pub use handle::{AgentHandle, HandleError};
 pub use instance::InstanceInfo;
 pub use request::{
     Field, HttpRequest, Multipart, MultipartLimits, RequestBody, RequestError, RequestExt,

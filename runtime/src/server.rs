@@ -4,6 +4,7 @@ use crate::accept::{self, Admit, Slot};
 use crate::agent::{Agent, BoxError};
 use crate::body::{response, Body};
 use crate::connection::Connection;
+use crate::handle::{AgentHandle, HandleError};
 use crate::instance::{Class, ClassImpl, Cmd, Env, Registry};
 use crate::origin::{self, OriginPolicy, Verdict};
 use crate::request::RequestBody;
@@ -286,6 +287,9 @@ impl ServerBuilder {
     /// Finishes the server.
     pub fn build(self) -> Server {
         let (shutdown, _) = watch::channel(false);
+        let classes = Arc::new(crate::instance::Classes {
+            by_namespace: self.classes.clone(),
+        });
         Server {
             inner: Arc::new(Inner {
                 authorize: self.authorize,
@@ -297,6 +301,7 @@ impl ServerBuilder {
                     registry: Registry::default(),
                     awake: Default::default(),
                     agent_runtime: self.agent_runtime,
+                    classes,
                 },
                 fallback: self.fallback,
                 origins: self.origins,
@@ -315,49 +320,32 @@ impl Server {
         ServerBuilder::default()
     }
 
-    /// Delivers `cmd` to the instance, starting it if needed; returns its queue. An instance
-    /// that exits (idle, no connections) between lookup and delivery is started again.
     async fn deliver(
         &self,
         class: &Arc<dyn Class>,
         name: &str,
-        mut cmd: Cmd,
+        cmd: Cmd,
     ) -> Option<mpsc::Sender<Cmd>> {
-        let key = (class.namespace().to_owned(), name.to_owned());
-        for _ in 0..8 {
-            let tx = {
-                let mut map = self.inner.env.registry.lock();
-                let tx = match map.get(&key) {
-                    Some(tx) if !tx.is_closed() => tx.clone(),
-                    _ => {
-                        let tx = class.spawn(name, self.inner.env.clone());
-                        map.insert(key.clone(), tx.clone());
-                        tx
-                    }
-                };
-                // Under the registry lock an idle instance cannot decide to exit meanwhile.
-                match tx.try_send(cmd) {
-                    Ok(()) => return Some(tx),
-                    Err(mpsc::error::TrySendError::Full(c)) => {
-                        crate::metrics::instance_queue_full();
-                        cmd = c;
-                        tx
-                    }
-                    Err(mpsc::error::TrySendError::Closed(c)) => {
-                        cmd = c;
-                        map.remove(&key);
-                        continue;
-                    }
-                }
-            };
-            // A full queue: wait for room outside the lock (the instance is busy, not exiting;
-            // if it exits anyway the send fails and the loop starts it again).
-            match tx.send(cmd).await {
-                Ok(()) => return Some(tx),
-                Err(e) => cmd = e.0,
-            }
-        }
-        None
+        crate::instance::deliver(&self.inner.env, class, name, cmd).await
+    }
+
+    /// A handle on the instance `name` of the class registered for the agent type `A` (the
+    /// reference's `getAgentByName`); fails when no class, or several, of that type are
+    /// registered (then see [`agent_in`](Self::agent_in)). Nothing starts until the handle is
+    /// used.
+    pub fn agent<A: Agent>(&self, name: &str) -> Result<AgentHandle<A>, HandleError> {
+        AgentHandle::lookup(&self.inner.env, None, name)
+    }
+
+    /// [`agent`](Self::agent) for the class registered as `class_name` (for an agent type
+    /// registered more than once).
+    pub fn agent_in<A: Agent>(
+        &self,
+        class_name: &str,
+        name: &str,
+    ) -> Result<AgentHandle<A>, HandleError> {
+        let ns = camel_case_to_kebab_case(class_name);
+        AgentHandle::lookup(&self.inner.env, Some(&ns), name)
     }
 
     /// Handles one request: the origin policy (see [`ServerBuilder::allowed_origins`]), then

@@ -73,3 +73,293 @@ async fn slow_refuses_waits_beyond_its_bound() {
     assert_eq!(r["success"], json!(false), "{r}");
     assert_eq!(a.call_ok("slow", json!([0])).await, json!(0));
 }
+
+// ===== handles =====
+
+use agentwire::{Agent, AgentHandle, Call, Context, HandleError, Reply, RpcError};
+use std::time::Duration;
+
+/// An agent whose `ask` streams "tokens" from a task, as an LLM call would, and records the
+/// answer in its state through a handle; `relay(n)` increments a `CounterAgent` through
+/// another handle.
+#[derive(Default)]
+struct Llm;
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Answers {
+    answers: Vec<String>,
+}
+
+impl Agent for Llm {
+    type State = Answers;
+
+    fn initial_state(&self) -> Option<Answers> {
+        Some(Answers { answers: vec![] })
+    }
+
+    async fn on_call(&mut self, cx: &mut Context<Self>, call: Call) -> Result<Reply, RpcError> {
+        match call.method() {
+            "ask" => {
+                let prompt: String = call.arg(0)?;
+                let reply = call.defer();
+                let me = cx.handle();
+                cx.spawn(async move {
+                    let mut text = String::new();
+                    for word in prompt.split(' ') {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        if reply.send(word).is_err() {
+                            return; // the caller is gone
+                        }
+                        text.push_str(word);
+                    }
+                    let saved = text.clone();
+                    let r = me
+                        .update_state(move |s| {
+                            let mut s = s.cloned().unwrap_or(Answers { answers: vec![] });
+                            s.answers.push(saved);
+                            s
+                        })
+                        .await;
+                    reply.finish(match r {
+                        Ok(()) => Reply::json(&text),
+                        Err(e) => Err(RpcError::new(e)),
+                    });
+                });
+                Ok(Reply::deferred())
+            }
+            "relay" => {
+                let n: i64 = call.arg(0)?;
+                let counter = cx.agent::<CounterAgent>("relayed").map_err(RpcError::new)?;
+                let reply = call.defer();
+                cx.spawn(async move {
+                    let r: Result<serde_json::Value, _> = counter.call("increment", &[n]).await;
+                    reply.finish(r.map_err(RpcError::new).and_then(|v| Reply::json(&v)));
+                });
+                Ok(Reply::deferred())
+            }
+            "forget" => {
+                drop(call.defer());
+                Ok(Reply::deferred())
+            }
+            "deferFail" => {
+                let _later = call.defer();
+                Err(RpcError::new("failed after deferring"))
+            }
+            "badDefer" => Ok(Reply::deferred()),
+            "quick" => Reply::json("quick"),
+            _ => Err(RpcError::NoSuchMethod),
+        }
+    }
+}
+
+fn both(limits: Limits) -> Server {
+    Server::builder()
+        .agent("CounterAgent", |_| CounterAgent::new())
+        .agent("Llm", |_| Llm)
+        .storage(Storage::memory())
+        .limits(limits)
+        .build()
+}
+
+#[tokio::test]
+async fn a_streaming_call_from_a_task_changes_state_through_a_handle() {
+    let server = both(Limits::default());
+    let addr = spawn(server.clone()).await;
+    let mut a = Client::connect(addr, "/agents/llm/x?_pk=a").await.unwrap();
+    a.connect_frames().await;
+    a.send_json(&json!({"type": "rpc", "id": "q", "method": "ask", "args": ["one two three"]}))
+        .await;
+    // another call answers while the stream runs
+    assert_eq!(a.call_ok("quick", json!([])).await, json!("quick"));
+    let mut chunks = Vec::new();
+    let mut state_seen = false;
+    loop {
+        let v = a.recv_json().await;
+        if v["type"] == "cf_agent_state" {
+            assert_eq!(v["state"], json!({"answers": ["onetwothree"]}));
+            state_seen = true;
+        } else if v["id"] == "q" && v["done"] == json!(false) {
+            chunks.push(v["result"].clone());
+        } else if v["id"] == "q" {
+            assert_eq!(v["result"], json!("onetwothree"), "{v}");
+            break;
+        }
+    }
+    assert_eq!(chunks, vec![json!("one"), json!("two"), json!("three")]);
+    assert!(state_seen, "the state is broadcast before the final reply");
+    // the state is durable and readable through a handle
+    let h: AgentHandle<Llm> = server.agent::<Llm>("x").unwrap();
+    assert_eq!(
+        h.state().await.unwrap(),
+        Some(Answers {
+            answers: vec!["onetwothree".into()]
+        })
+    );
+}
+
+#[tokio::test]
+async fn deferred_calls_always_answer_once() {
+    let addr = spawn(both(Limits::default())).await;
+    let mut a = Client::connect(addr, "/agents/llm/d").await.unwrap();
+    a.connect_frames().await;
+    let r = a.call("forget", json!([])).await;
+    assert_eq!(r["error"], json!("Call dropped without a reply"), "{r}");
+    let r = a.call("deferFail", json!([])).await;
+    assert_eq!(r["error"], json!("failed after deferring"), "{r}");
+    let r = a.call("badDefer", json!([])).await;
+    assert_eq!(r["success"], json!(false), "{r}");
+    // exactly one terminal frame per call: the next call's reply comes next
+    a.send_json(&json!({"type": "rpc", "id": "last", "method": "quick", "args": []}))
+        .await;
+    let v = a.recv_json().await;
+    assert_eq!(v["id"], "last", "{v}");
+}
+
+#[tokio::test]
+async fn a_hook_reaches_another_agent_through_a_handle() {
+    let server = both(Limits::default());
+    let addr = spawn(server.clone()).await;
+    let mut c = Client::connect(addr, "/agents/counter-agent/relayed")
+        .await
+        .unwrap();
+    c.connect_frames().await;
+    let mut a = Client::connect(addr, "/agents/llm/r").await.unwrap();
+    a.connect_frames().await;
+    assert_eq!(a.call_ok("relay", json!([4])).await, json!(4));
+    // the counter's client sees the change
+    let (st, _) = c.wait_for(|v| v["type"] == "cf_agent_state").await;
+    assert_eq!(st["state"], json!({"count": 4}));
+}
+
+#[tokio::test]
+async fn server_handles_call_set_state_broadcast_send_and_run_closures() {
+    let server = both(Limits::default());
+    let addr = spawn(server.clone()).await;
+    let h = server.agent::<CounterAgent>("h").unwrap();
+    assert_eq!(h.name(), "h");
+    assert_eq!(h.agent_namespace(), "counter-agent");
+    // before any client: the call starts the instance
+    assert_eq!(h.call::<i64, _>("increment", &[5]).await.unwrap(), 5);
+    let mut a = Client::connect(addr, "/agents/counter-agent/h?_pk=a")
+        .await
+        .unwrap();
+    let [_, st, _] = a.connect_frames().await;
+    assert_eq!(st["state"], json!({"count": 5}));
+    let mut b = Client::connect(addr, "/agents/counter-agent/h?_pk=b")
+        .await
+        .unwrap();
+    b.connect_frames().await;
+
+    // set_state: persisted, broadcast to both
+    let next = serde_json::from_value(json!({"count": 9})).unwrap();
+    h.set_state(next).await.unwrap();
+    for c in [&mut a, &mut b] {
+        let (st, _) = c.wait_for(|v| v["type"] == "cf_agent_state").await;
+        assert_eq!(st["state"], json!({"count": 9}));
+    }
+    assert_eq!(h.state().await.unwrap().unwrap().count().as_i64(), Some(9));
+    // errors of the method come back as RPC errors; chunks of a stream in order
+    let e = h.call::<(), _>("fail", &["nope"]).await.unwrap_err();
+    assert!(
+        matches!(e, HandleError::Rpc(RpcError::Failed(ref m)) if m == "nope"),
+        "{e}"
+    );
+    let mut chunks = Vec::new();
+    let done = h
+        .call_streaming("countdown", &[3], |c| {
+            chunks.push(c.unwrap().get().to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(chunks, ["3", "2", "1"]);
+    assert_eq!(done.unwrap().get(), "\"liftoff\"");
+    // a deferred method through a handle
+    assert_eq!(h.call::<u64, _>("slow", &[10]).await.unwrap(), 10);
+
+    // broadcast without `a`, then to `a` only
+    assert_eq!(h.broadcast("to-others", &["a"]).await.unwrap(), 1);
+    let (v, _) = b.wait_for(|v| v.is_null()).await; // a non-JSON text frame reads as null
+    assert!(v.is_null());
+    assert_eq!(h.send_to("a", "just-a").await.unwrap(), 1);
+    assert_eq!(h.send_to("nobody", "x").await.unwrap(), 0);
+    match a.recv().await {
+        Frame::Text(t) => assert_eq!(t, "just-a"),
+        f => panic!("{f:?}"),
+    }
+    // an SSE stream's log
+    assert_eq!(h.sse_publish("s", Some("e"), "1").await.unwrap(), 1);
+    assert_eq!(h.sse_publish("s", None, "2").await.unwrap(), 2);
+    // a closure inside the instance
+    let ids = h
+        .with(|_agent, cx| {
+            cx.connections()
+                .map(|c| c.id().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids, ["a", "b"]);
+    // a panicking closure fails the operation, not the instance
+    let e = h.with(|_, _| -> () { panic!("inside") }).await.unwrap_err();
+    assert!(matches!(e, HandleError::Unavailable), "{e}");
+    assert_eq!(h.call::<i64, _>("increment", &[1]).await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn handles_wake_a_hibernated_instance_and_keep_order() {
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_millis(100)),
+        ..Limits::default()
+    };
+    let server = both(limits);
+    let addr = spawn(server.clone()).await;
+    let mut a = Client::connect(addr, "/agents/counter-agent/w?_pk=a")
+        .await
+        .unwrap();
+    a.connect_frames().await;
+    assert_eq!(a.call_ok("increment", json!([2])).await, json!(2));
+    // let it hibernate (the socket stays open)
+    let mut slept = false;
+    for _ in 0..20 {
+        // (asking resets the idle timer: ask less often than it runs out)
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let info = server.instance_info("CounterAgent", "w").await.unwrap();
+        if !info.awake {
+            slept = true;
+            break;
+        }
+    }
+    assert!(slept, "the instance did not hibernate");
+    let h = server.agent::<CounterAgent>("w").unwrap();
+    assert_eq!(h.state().await.unwrap().unwrap().count().as_i64(), Some(2));
+    let info = server.instance_info("CounterAgent", "w").await.unwrap();
+    assert!(info.awake);
+    assert_eq!(info.starts, 2);
+    // handle operations queued after a client's call see its effect
+    a.send_json(&json!({"type": "rpc", "id": "x", "method": "increment", "args": [3]}))
+        .await;
+    let (v, _) = a.wait_for(|v| v["id"] == "x").await;
+    assert_eq!(v["result"], json!(5));
+    assert_eq!(h.call::<i64, _>("increment", &[1]).await.unwrap(), 6);
+}
+
+#[test]
+fn unknown_and_ambiguous_types_are_refused() {
+    let server = Server::builder()
+        .agent("CounterAgent", |_| CounterAgent::new())
+        .agent("OtherCounter", |_| CounterAgent::new())
+        .build();
+    assert!(matches!(
+        server.agent::<Llm>("x").unwrap_err(),
+        HandleError::NotRegistered(_)
+    ));
+    assert!(matches!(
+        server.agent::<CounterAgent>("x").unwrap_err(),
+        HandleError::Ambiguous(_)
+    ));
+    let h = server
+        .agent_in::<CounterAgent>("OtherCounter", "x")
+        .unwrap();
+    assert_eq!(h.agent_namespace(), "other-counter");
+    assert!(server.agent_in::<Llm>("OtherCounter", "x").is_err());
+}
