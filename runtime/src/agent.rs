@@ -26,6 +26,18 @@ pub enum StateSource<'a> {
     Client(&'a Connection),
 }
 
+/// A connection's peer broke the WebSocket protocol (a malformed or oversized frame, invalid
+/// UTF-8, …): passed to [`Agent::on_error`] with the connection, before
+/// [`Agent::on_close`]. The socket was closed with [`code`](Self::code).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("websocket protocol error (close {}): {message}", code.0)]
+pub struct SocketError {
+    /// The close code sent to the peer (`1002`, `1007`, `1009`).
+    pub code: agentwire_ws::CloseCode,
+    /// What was wrong.
+    pub message: String,
+}
+
 /// Why [`Agent::on_connect`] refused a connection.
 #[derive(Debug)]
 pub enum Reject {
@@ -70,7 +82,7 @@ pub trait Agent: Send + Sized + 'static {
     }
 
     /// Runs once when the instance starts (and again when it wakes from hibernation), before
-    /// any other hook.
+    /// any other hook. Its props are [`Context::props`].
     fn on_start(
         &mut self,
         cx: &mut Context<Self>,
@@ -191,7 +203,9 @@ pub trait Agent: Send + Sized + 'static {
     }
 
     /// A hook failed, or the runtime hit an error for this instance (`conn` is the connection
-    /// concerned, if any). The default logs it.
+    /// concerned, if any), including a peer that broke the WebSocket protocol (a
+    /// [`SocketError`], with the close code; `error.downcast_ref::<SocketError>()`). The
+    /// default logs it.
     fn on_error(
         &mut self,
         cx: &mut Context<Self>,
@@ -647,6 +661,7 @@ pub struct Context<A: Agent> {
     /// Tasks of [`Context::spawn`]: aborted when the instance is deleted or ends.
     pub(crate) tasks: tokio::task::JoinSet<()>,
     pub(crate) env: crate::instance::Env,
+    pub(crate) props: Option<Arc<serde_json::Value>>,
 }
 
 impl<A: Agent> fmt::Debug for Context<A> {
@@ -699,6 +714,13 @@ impl<A: Agent> Context<A> {
     /// `getAgentByName`); fails when no class, or several, of that type are registered.
     pub fn agent<B: Agent>(&self, name: &str) -> Result<crate::AgentHandle<B>, crate::HandleError> {
         crate::AgentHandle::lookup(&self.env, None, name)
+    }
+
+    /// The instance's props: those of [`AgentHandle::start`](crate::AgentHandle::start), or
+    /// the class's ([`ServerBuilder::agent_with_props`](crate::ServerBuilder::agent_with_props)).
+    /// [`Agent::on_start`] reads them; they stay for later wakes from hibernation.
+    pub fn props(&self) -> Option<&serde_json::Value> {
+        self.props.as_deref()
     }
 
     /// How many tasks of [`spawn`](Self::spawn) are running.

@@ -80,6 +80,7 @@ pub struct Connection {
 pub(crate) struct Inner {
     pub(crate) key: u64,
     pub(crate) id: String,
+    pub(crate) server: Arc<str>,
     pub(crate) uri: http::Uri,
     pub(crate) tx: mpsc::UnboundedSender<Out>,
     pub(crate) queued: AtomicUsize,
@@ -120,11 +121,13 @@ impl Connection {
         id: String,
         uri: http::Uri,
         max_queued: usize,
+        server: Arc<str>,
     ) -> (Self, mpsc::UnboundedReceiver<Out>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             key,
             id,
+            server,
             uri,
             tx,
             queued: AtomicUsize::new(0),
@@ -149,6 +152,12 @@ impl Connection {
     /// chosen by clients and not guaranteed unique.
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The name of the agent instance this connection belongs to (the reference's
+    /// `connection.server`).
+    pub fn server(&self) -> &str {
+        &self.inner.server
     }
 
     /// The upgrade request's URI (path and query).

@@ -164,6 +164,17 @@ impl<A: Agent> AgentHandle<A> {
         rx.await.map_err(|_| HandleError::Unavailable)
     }
 
+    /// Starts the instance with `props` ([`Context::props`], for [`Agent::on_start`]) unless
+    /// it is awake already; returns whether it started now (`false`: it was running and the
+    /// props were not used).
+    pub async fn start(&self, props: Option<serde_json::Value>) -> Result<bool, HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Start { props, reply }).await?;
+        rx.await
+            .map_err(|_| HandleError::Unavailable)?
+            .map_err(|()| HandleError::Unavailable)
+    }
+
     /// The current state (`None` when the agent has none).
     pub async fn state(&self) -> Result<Option<A::State>, HandleError> {
         self.with(|_, cx| cx.state().cloned()).await
@@ -258,6 +269,7 @@ impl<A: Agent> AgentHandle<A> {
             String::new(),
             http::Uri::from_static("/"),
             self.env.limits.max_queued_bytes,
+            self.name.clone(),
         );
         self.send(Cmd::Call {
             method: method.to_owned(),

@@ -39,6 +39,13 @@ pub(crate) enum Cmd {
         code: u16,
         reason: String,
         clean: bool,
+        /// The peer broke the WebSocket protocol (reported to `on_error` first).
+        error: Option<crate::SocketError>,
+    },
+    /// Start the instance (with these props) unless it is awake; answers whether it started.
+    Start {
+        props: Option<serde_json::Value>,
+        reply: oneshot::Sender<Result<bool, ()>>,
     },
     Request {
         req: Box<crate::HttpRequest>,
@@ -315,6 +322,7 @@ impl Registry {
 pub(crate) struct ClassImpl<A, F> {
     pub(crate) namespace: String,
     pub(crate) factory: Arc<F>,
+    pub(crate) props: Option<Arc<serde_json::Value>>,
     pub(crate) _agent: std::marker::PhantomData<fn() -> A>,
 }
 
@@ -351,6 +359,7 @@ where
             sse_log_len: env.limits.sse_log_len,
             tasks: tokio::task::JoinSet::new(),
             env: env.clone(),
+            props: self.props.clone(),
         };
         let runtime = env.agent_runtime.clone();
         let actor = Actor {
@@ -564,6 +573,22 @@ impl<A: Agent> Actor<A> {
             Cmd::Delete { reply } => {
                 let _ = reply.send(self.delete());
             }
+            Cmd::Start { props, reply } => {
+                let asleep = self.agent.is_none();
+                if asleep {
+                    if let Some(p) = props {
+                        self.cx.props = Some(Arc::new(p));
+                    }
+                }
+                let r = match self.wake().await {
+                    Ok(()) => Ok(asleep),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "agent instance not started");
+                        Err(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
             cmd => {
                 if let Some(t) = &self.awake {
                     self.env.awake.touch(t);
@@ -601,6 +626,7 @@ impl<A: Agent> Actor<A> {
                     self.cx.conns.remove(&conn.key());
                 }
                 Cmd::Call { conn, .. } => conn.close(code, "agent failed to start"),
+                Cmd::Start { .. } => {}
                 // dropping the closure tells the handle
                 Cmd::With(_) => {}
                 Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
@@ -693,10 +719,15 @@ impl<A: Agent> Actor<A> {
                 code,
                 reason,
                 clean,
+                error,
             } => {
                 conn.mark_closed();
                 if cx.conns.remove(&conn.key()).is_none() {
                     return; // never accepted
+                }
+                if let Some(e) = error {
+                    let e: BoxError = Box::new(e);
+                    agent.on_error(cx, Some(&conn), &e).await;
                 }
                 match guard(agent.on_close(cx, &conn, code, &reason, clean)).await {
                     Ok(Ok(())) => {}
@@ -733,6 +764,7 @@ impl<A: Agent> Actor<A> {
             | Cmd::Shutdown
             | Cmd::Hibernate
             | Cmd::Delete { .. }
+            | Cmd::Start { .. }
             | Cmd::With(_) => {}
         }
         if panicked {

@@ -316,8 +316,8 @@ mod ws;
 
 pub use accept::BodyTimeout;
 pub use agent::{
-    Agent, BoxError, Call, Context, Deferred, Reject, Reply, RpcError, RpcStream, StateError,
-    StateSource,
+    Agent, BoxError, Call, Context, Deferred, Reject, Reply, RpcError, RpcStream, SocketError,
+    StateError, StateSource,
 };
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};

@@ -169,7 +169,23 @@ impl ServerBuilder {
     /// Registers an agent class under `class_name` (routed at `/{prefix}/{kebab(class_name)}/…`
     /// and reported in the identity frame); `factory` makes the value of each instance from
     /// its name. Panics if two classes map to the same namespace.
-    pub fn agent<A, F>(mut self, class_name: &str, factory: F) -> Self
+    pub fn agent<A, F>(self, class_name: &str, factory: F) -> Self
+    where
+        A: Agent,
+        F: Fn(&str) -> A + Send + Sync + 'static,
+    {
+        self.agent_with_props(class_name, None, factory)
+    }
+
+    /// [`agent`](Self::agent) with props: every instance of the class starts with them
+    /// ([`Context::props`](crate::Context::props), read in [`Agent::on_start`]), unless it was
+    /// started through [`AgentHandle::start`](crate::AgentHandle::start) with its own.
+    pub fn agent_with_props<A, F>(
+        mut self,
+        class_name: &str,
+        props: impl Into<Option<serde_json::Value>>,
+        factory: F,
+    ) -> Self
     where
         A: Agent,
         F: Fn(&str) -> A + Send + Sync + 'static,
@@ -178,6 +194,7 @@ impl ServerBuilder {
         let class = ClassImpl::<A, F> {
             namespace: namespace.clone(),
             factory: Arc::new(factory),
+            props: props.into().map(Arc::new),
             _agent: std::marker::PhantomData,
         };
         let previous = self.classes.insert(namespace.clone(), Arc::new(class));
@@ -476,6 +493,7 @@ impl Server {
             id,
             parts.uri.clone(),
             self.inner.env.limits.max_queued_bytes,
+            Arc::from(name),
         );
         // The socket's place under the connection cap goes with the WebSocket.
         let slot = parts.extensions.get::<Slot>().cloned();
@@ -549,6 +567,7 @@ impl Server {
                                 code: 1006,
                                 reason: String::new(),
                                 clean: false,
+                                error: None,
                             })
                             .await;
                     }

@@ -115,6 +115,7 @@ pub(crate) async fn drive(
     let mut rbuf = BytesMut::from(&initial[..]);
     drop(initial);
     let mut received_close: Option<(u16, String)> = None;
+    let mut protocol_error: Option<crate::SocketError> = None;
     let mut sent_close: Option<(u16, String)> = None;
     let mut out_open = true;
     // Set when a write failed, timed out or was abandoned: nothing more is written.
@@ -168,6 +169,12 @@ pub(crate) async fn drive(
                     if let Some(e) = &error {
                         tracing::debug!(id = conn.id(), error = %e, "websocket closed abnormally");
                     }
+                    if let Some(agentwire_ws::ConnectionError::Protocol(e)) = &error {
+                        protocol_error = Some(crate::SocketError {
+                            code: e.close_code(),
+                            message: e.to_string(),
+                        });
+                    }
                     finished = Some(clean);
                 }
                 _ => {}
@@ -219,6 +226,7 @@ pub(crate) async fn drive(
                     code,
                     reason,
                     clean,
+                    error: protocol_error.take(),
                 })
                 .await;
             if !io_dead {

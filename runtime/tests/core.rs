@@ -363,3 +363,183 @@ fn unknown_and_ambiguous_types_are_refused() {
     assert_eq!(h.agent_namespace(), "other-counter");
     assert!(server.agent_in::<Llm>("OtherCounter", "x").is_err());
 }
+
+// ===== props, connections, socket errors =====
+
+use agentwire::{BoxError, Connection, SocketError};
+use std::sync::{Arc, Mutex};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Records its props at start and the errors it is told about.
+struct Recorder {
+    log: Log,
+    props: Option<Value>,
+}
+
+impl Agent for Recorder {
+    type State = Value;
+
+    async fn on_start(&mut self, cx: &mut Context<Self>) -> Result<(), BoxError> {
+        self.props = cx.props().cloned();
+        Ok(())
+    }
+
+    async fn on_call(&mut self, _cx: &mut Context<Self>, call: Call) -> Result<Reply, RpcError> {
+        match call.method() {
+            "props" => Reply::json(&self.props),
+            _ => Err(RpcError::NoSuchMethod),
+        }
+    }
+
+    async fn on_error(
+        &mut self,
+        _cx: &mut Context<Self>,
+        conn: Option<&Connection>,
+        error: &BoxError,
+    ) {
+        let code = error.downcast_ref::<SocketError>().map(|e| e.code.0);
+        self.log.lock().unwrap().push(format!(
+            "{} {:?} {}",
+            conn.map_or("-", |c| c.id()),
+            code,
+            conn.map_or("-", |c| c.server())
+        ));
+    }
+}
+
+fn recorder(log: &Log) -> Server {
+    let log = log.clone();
+    Server::builder()
+        .agent_with_props("Recorder", json!({"k": 1}), move |_| Recorder {
+            log: log.clone(),
+            props: None,
+        })
+        .agent("CounterAgent", |_| CounterAgent::new())
+        .build()
+}
+
+#[tokio::test]
+async fn on_start_gets_the_class_props_or_those_of_start() {
+    let log = Log::default();
+    let server = recorder(&log);
+    let addr = spawn(server.clone()).await;
+    let mut a = Client::connect(addr, "/agents/recorder/a").await.unwrap();
+    // no state: identity and MCP servers only
+    a.recv_json().await;
+    a.recv_json().await;
+    assert_eq!(a.call_ok("props", json!([])).await, json!({"k": 1}));
+    let b = server.agent::<Recorder>("b").unwrap();
+    assert!(b.start(Some(json!({"k": 2}))).await.unwrap());
+    assert!(!b.start(Some(json!({"k": 3}))).await.unwrap());
+    assert_eq!(
+        b.call::<Value, _>("props", &()).await.unwrap(),
+        json!({"k": 2})
+    );
+}
+
+#[tokio::test]
+async fn on_error_hears_of_a_peer_breaking_the_protocol() {
+    let log = Log::default();
+    let addr = spawn(recorder(&log)).await;
+    let mut a = Client::connect(addr, "/agents/recorder/p?_pk=bad")
+        .await
+        .unwrap();
+    a.recv_json().await;
+    a.recv_json().await;
+    // a masked frame with the reserved opcode 3
+    a.send_raw(&[0x83, 0x80, 1, 2, 3, 4]).await;
+    let mut closed = None;
+    for _ in 0..10 {
+        if let Frame::Close(code, _) = a.recv().await {
+            closed = Some(code);
+            break;
+        }
+    }
+    assert_eq!(closed, Some(1002));
+    for _ in 0..100 {
+        if !log.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*log.lock().unwrap(), ["bad Some(1002) p"]);
+}
+
+#[tokio::test]
+async fn connections_by_id_and_tag_and_their_state() {
+    let server = both(Limits::default());
+    let addr = spawn(server.clone()).await;
+    let mut a = Client::connect(addr, "/agents/counter-agent/t?_pk=a&tag=blue")
+        .await
+        .unwrap();
+    a.connect_frames().await;
+    let mut b = Client::connect(addr, "/agents/counter-agent/t?_pk=b&tag=red")
+        .await
+        .unwrap();
+    b.connect_frames().await;
+    let mut c = Client::connect(addr, "/agents/counter-agent/t?_pk=c&tag=blue")
+        .await
+        .unwrap();
+    c.connect_frames().await;
+    let h = server.agent::<CounterAgent>("t").unwrap();
+    let (blue, red, a_server, none) = h
+        .with(|_, cx| {
+            let ids = |tag: &str| {
+                cx.connections_tagged(tag)
+                    .map(|c| c.id().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            (
+                ids("blue"),
+                ids("red"),
+                cx.connection("a").map(|c| c.server().to_owned()),
+                cx.connection("zz").is_none(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(blue, ["a", "c"]);
+    assert_eq!(red, ["b"]);
+    assert_eq!(a_server.as_deref(), Some("t"));
+    assert!(none);
+    // the id is a tag too
+    assert_eq!(
+        h.with(|_, cx| cx.connections_tagged("b").count())
+            .await
+            .unwrap(),
+        1
+    );
+
+    // per-connection state: set by a call, updated from outside, seen by the next call
+    assert_eq!(
+        a.call_ok("setConnState", json!([{"n": 1}])).await,
+        json!({"n": 1})
+    );
+    let updated = h
+        .with(|_, cx| {
+            cx.connection("a")
+                .map(|c| c.update_state(|s| json!({"n": s["n"].as_i64().unwrap_or(0) + 1})))
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated, Some(json!({"n": 2})));
+    let me = a.call_ok("whoami", json!([])).await;
+    assert_eq!(me["state"], json!({"n": 2}));
+    assert_eq!(me["tags"], json!(["a", "blue"]));
+    // other connections keep their own state
+    assert_eq!(b.call_ok("whoami", json!([])).await["state"], Value::Null);
+    // a closed connection leaves the lists
+    c.close(1000).await;
+    for _ in 0..100 {
+        let n = h
+            .with(|_, cx| cx.connections_tagged("blue").count())
+            .await
+            .unwrap();
+        if n == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the closed connection is still listed");
+}
