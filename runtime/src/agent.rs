@@ -630,17 +630,6 @@ pub(crate) struct Loaded<S> {
     pub(crate) raw: RawJson,
 }
 
-impl<S> Loaded<S> {
-    /// `{"type":"cf_agent_state","state":…}`: the connect-time form (key order of the
-    /// reference server, which differs from its broadcast form).
-    pub(crate) fn connect_frame(&self) -> Utf8Bytes {
-        Utf8Bytes::from(format!(
-            "{{\"type\":\"cf_agent_state\",\"state\":{}}}",
-            self.raw.get()
-        ))
-    }
-}
-
 /// What an agent instance knows and can do: its name, state, connections, storage.
 ///
 /// Hooks get `&mut Context<Self>`. It outlives the agent value: when an idle instance is
@@ -900,21 +889,15 @@ impl<A: Agent> Context<A> {
 }
 
 pub(crate) fn encode_reply(id: RpcId, method: &str, res: Result<Reply, RpcError>) -> Utf8Bytes {
-    match res {
-        Ok(Reply(ReplyKind::Value(result))) => RpcResponse::Done { id, result },
+    use agentwire_protocol::CallOutcome;
+    let outcome = match res {
+        Ok(Reply(ReplyKind::Value(result))) => CallOutcome::Done(result),
         Ok(Reply(ReplyKind::Deferred)) => {
-            RpcResponse::error(id, "The call was deferred without Call::defer")
+            CallOutcome::Failed("The call was deferred without Call::defer".into())
         }
-        // A name of the reference base class (`setState`, `onConnect`, `toString`, …) exists
-        // there as a function that is not callable, so the reference answers "not callable".
-        Err(RpcError::NoSuchMethod)
-            if agentwire_protocol::texts::is_reference_agent_member(method) =>
-        {
-            RpcResponse::method_not_callable(id, method)
-        }
-        Err(RpcError::NoSuchMethod) => RpcResponse::method_does_not_exist(id, method),
-        Err(RpcError::NotCallable) => RpcResponse::method_not_callable(id, method),
-        Err(RpcError::Failed(msg)) => RpcResponse::error(id, msg),
-    }
-    .encode()
+        Err(RpcError::NoSuchMethod) => CallOutcome::NoSuchMethod,
+        Err(RpcError::NotCallable) => CallOutcome::NotCallable,
+        Err(RpcError::Failed(msg)) => CallOutcome::Failed(msg),
+    };
+    agentwire_protocol::encode_reply(id, method, outcome)
 }

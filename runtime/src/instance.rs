@@ -8,7 +8,9 @@ use crate::body::{response, Body};
 use crate::connection::{Connection, Message};
 use crate::store::Storage;
 use crate::Limits;
-use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessage, Utf8Bytes};
+use agentwire_protocol::{
+    RawJson, ServerMessage, ServerSession, SessionEvent, SessionOptions, Utf8Bytes,
+};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -671,27 +673,23 @@ impl<A: Agent> Actor<A> {
                 if !cx.conns.contains_key(&conn.key()) {
                     return; // closed meanwhile
                 }
-                match classify(&text) {
-                    Inbound::Protocol(ClientMessage::State { state }) => {
-                        client_state(agent, cx, &conn, state).await;
+                // The session classifies the frame (answering what the protocol answers by
+                // itself: a readonly connection's state update, malformed call arguments).
+                let mut session = session_of(&conn);
+                session.handle_text(text);
+                flush(&mut session, &conn);
+                match session.poll_event() {
+                    None => {}
+                    Some(SessionEvent::StateUpdate { state }) => {
+                        client_state(agent, cx, &conn, state, &mut session).await;
+                        flush(&mut session, &conn);
                     }
-                    Inbound::Protocol(ClientMessage::Rpc(req)) => {
-                        let (id, method, args) = req.into_parts();
-                        let args = match crate::agent::split_args(&args) {
-                            Ok(args) => args,
-                            Err(e) => {
-                                // Never run a call with arguments it did not get.
-                                let err = RpcError::new(format!("Invalid arguments: {e}"));
-                                let _ = conn.send_text(encode_reply(id, &method, Err(err)));
-                                return;
-                            }
-                        };
+                    Some(SessionEvent::Call { id, method, args }) => {
                         panicked = run_call(agent, cx, id, method, args, conn, false).await;
                     }
-                    _ => {
+                    Some(SessionEvent::Message(text)) => {
                         cx.current = Some(conn.clone());
-                        let r =
-                            guard(agent.on_message(cx, &conn, Message::Text(text.clone()))).await;
+                        let r = guard(agent.on_message(cx, &conn, Message::Text(text))).await;
                         cx.current = None;
                         match r {
                             Ok(Ok(())) => {}
@@ -699,6 +697,7 @@ impl<A: Agent> Actor<A> {
                             Err(()) => panicked = true,
                         }
                     }
+                    Some(_) => {}
                 }
             }
             Cmd::Binary { conn, data } => {
@@ -889,28 +888,16 @@ async fn connect<A: Agent>(
     if tags.len() > limits.max_tags || tags.iter().any(|t| t.is_empty() || t.chars().count() > 256)
     {
         tracing::warn!(id = conn.id(), "invalid connection tags");
-        let _ = conn.send_text(Utf8Bytes::from(
-            "{\"error\":\"invalid connection tags\"}".to_owned(),
-        ));
+        let mut session = session_of(&conn);
+        session.invalid_tags();
+        flush(&mut session, &conn);
         conn.close(1011, "Uncaught exception during session setup");
         return None;
     }
     conn.set_tags(tags);
-    if conn.protocol_messages() {
-        let state = cx.state.as_ref();
-        let _ = conn.send_text(
-            ServerMessage::identity(
-                cx.name.to_string(),
-                cx.namespace.to_string(),
-                state.is_some(),
-            )
-            .encode(),
-        );
-        if let Some(s) = state {
-            let _ = conn.send_text(s.connect_frame());
-        }
-        let _ = conn.send_text(ServerMessage::empty_mcp_servers().encode());
-    }
+    let mut session = session_of(&conn);
+    session.connect(&cx.name, &cx.namespace, cx.state.as_ref().map(|s| &s.raw));
+    flush(&mut session, &conn);
     cx.conns.insert(conn.key(), conn.clone());
     cx.current = Some(conn.clone());
     let r = agent.on_connect(cx, &conn, parts).await;
@@ -929,28 +916,41 @@ async fn connect<A: Agent>(
     }
 }
 
-/// A client's `cf_agent_state`: readonly → validate → persist → broadcast to the others.
+/// The protocol session of a connection, with its current flags.
+fn session_of(conn: &Connection) -> ServerSession {
+    ServerSession::new(SessionOptions::new(
+        conn.readonly(),
+        conn.protocol_messages(),
+    ))
+}
+
+/// Sends what the session queued for the connection.
+fn flush(session: &mut ServerSession, conn: &Connection) {
+    while let Some(frame) = session.poll_transmit() {
+        let _ = conn.send_text(frame);
+    }
+}
+
+/// A client's `cf_agent_state` (the session refused it already for a readonly connection):
+/// validate → persist → broadcast to the others.
 async fn client_state<A: Agent>(
     agent: &mut A,
     cx: &mut Context<A>,
     conn: &Connection,
     state: RawJson,
+    session: &mut ServerSession,
 ) {
-    if conn.readonly() {
-        let _ = conn.send_text(ServerMessage::state_error_readonly().encode());
-        return;
-    }
     let value = match state.deserialize::<A::State>() {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(id = conn.id(), error = %e, "client state update rejected");
-            let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+            session.state_rejected();
             return;
         }
     };
     if let Err(e) = A::validate_state(&value, StateSource::Client(conn)) {
         tracing::info!(id = conn.id(), error = %e, "client state update rejected");
-        let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+        session.state_rejected();
         return;
     }
     // What is stored and broadcast is the validated value, re-encoded: fields the state type
@@ -959,7 +959,7 @@ async fn client_state<A: Agent>(
         Ok(raw) => raw,
         Err(e) => {
             tracing::info!(id = conn.id(), error = %e, "client state update rejected");
-            let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+            session.state_rejected();
             return;
         }
     };
@@ -967,6 +967,6 @@ async fn client_state<A: Agent>(
     if let Err(e) = cx.commit_state(value, raw, Some(conn)) {
         let e: BoxError = Box::new(e);
         agent.on_error(cx, Some(conn), &e).await;
-        let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+        session.state_rejected();
     }
 }
