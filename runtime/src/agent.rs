@@ -43,7 +43,7 @@ pub struct SocketError {
 pub enum Reject {
     /// Accept the WebSocket, then close it at once with this code and reason (use `1008` or
     /// `4000`–`4999` to stop the reference client from reconnecting).
-    Close(u16, String),
+    Close(agentwire_ws::CloseCode, String),
     /// Answer the upgrade request with this HTTP response instead of `101`. (Clients retry
     /// non-`101` answers forever; prefer [`Reject::Close`] with a 4xxx code to stop them.)
     Http(Response<Body>),

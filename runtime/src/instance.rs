@@ -482,7 +482,7 @@ impl<A: Agent> Actor<A> {
     /// registry; the next event for the name starts a fresh instance.
     fn delete(&mut self) -> Result<(), crate::StoreError> {
         for c in self.cx.conns.values() {
-            c.close(4004, "agent instance deleted");
+            c.close(agentwire_ws::CloseCode(4004), "agent instance deleted");
         }
         self.cx.conns.clear();
         self.cx.sse.clear();
@@ -891,7 +891,10 @@ async fn connect<A: Agent>(
         let mut session = session_of(&conn);
         session.invalid_tags();
         flush(&mut session, &conn);
-        conn.close(1011, "Uncaught exception during session setup");
+        conn.close(
+            agentwire_ws::CloseCode::INTERNAL,
+            "Uncaught exception during session setup",
+        );
         return None;
     }
     conn.set_tags(tags);

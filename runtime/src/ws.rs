@@ -325,13 +325,13 @@ fn apply(ws: &mut Ws, conn: &Connection, out: Out, sent_close: &mut Option<(u16,
         }
         Out::Close(code, reason) => {
             let reason = truncate(&reason, 123);
-            let code = if CloseCode(code).is_valid_on_wire() {
+            let code = if code.is_valid_on_wire() {
                 code
             } else {
-                CloseCode::NORMAL.0
+                CloseCode::NORMAL
             };
-            if ws.close(Instant::now(), CloseCode(code), reason).is_ok() {
-                sent_close.get_or_insert((code, reason.to_owned()));
+            if ws.close(Instant::now(), code, reason).is_ok() {
+                sent_close.get_or_insert((code.0, reason.to_owned()));
             }
         }
     }
