@@ -1,30 +1,4 @@
-//! [`ServerSession`]: the server side of one protocol connection, Sans-IO — the counterpart of
-//! [`CallTable`](crate::CallTable).
-//!
-//! Text frames go in ([`handle_text`](ServerSession::handle_text)); session events
-//! ([`poll_event`](ServerSession::poll_event): a call, a state update, an application
-//! message) and frames to send ([`poll_transmit`](ServerSession::poll_transmit)) come out. The
-//! session owns the connect sequence, the classification of inbound frames, the encoding of
-//! replies, errors and stream chunks, and the readonly and no-protocol rules; the server
-//! around it formats nothing.
-//!
-//! ```
-//! use agentwire_protocol::{CallOutcome, RawJson, ServerSession, SessionEvent, SessionOptions};
-//!
-//! let mut s = ServerSession::new(SessionOptions::default());
-//! let state = RawJson::from_string(r#"{"count":0}"#.into()).unwrap();
-//! s.connect("room", "counter-agent", Some(&state));
-//! assert_eq!(s.poll_transmit().unwrap(), r#"{"type":"cf_agent_identity","name":"room","agent":"counter-agent","stateFollows":true}"#);
-//! assert_eq!(s.poll_transmit().unwrap(), r#"{"type":"cf_agent_state","state":{"count":0}}"#);
-//! assert!(s.poll_transmit().unwrap().contains("cf_agent_mcp_servers"));
-//!
-//! s.handle_text(r#"{"type":"rpc","id":"1","method":"add","args":[1,2]}"#.into());
-//! let Some(SessionEvent::Call { id, method, args }) = s.poll_event() else { panic!() };
-//! assert_eq!((method.as_str(), args.len()), ("add", 2));
-//! s.reply(id, &method, CallOutcome::Done(Some(RawJson::from_string("3".into()).unwrap())));
-//! let reply: serde_json::Value = serde_json::from_str(&s.poll_transmit().unwrap()).unwrap();
-//! assert_eq!(reply, serde_json::json!({"type":"rpc","id":"1","success":true,"result":3,"done":true}));
-//! ```
+//! [`ServerSession`]: the server side of one protocol connection.
 
 use crate::message::{RpcId, RpcResponse, ServerMessage};
 use crate::raw::RawJson;
@@ -102,7 +76,33 @@ pub enum CallOutcome {
     Failed(String),
 }
 
-/// The server side of one protocol connection (see the [module docs](self)).
+/// The server side of one protocol connection, Sans-IO: the counterpart of
+/// [`CallTable`](crate::CallTable).
+///
+/// Text frames go in ([`handle_text`](Self::handle_text)); session events
+/// ([`poll_event`](ServerSession::poll_event): a call, a state update, an application
+/// message) and frames to send ([`poll_transmit`](ServerSession::poll_transmit)) come out. The
+/// session owns the connect sequence, the classification of inbound frames, the encoding of
+/// replies, errors and stream chunks, and the readonly and no-protocol rules; the server
+/// around it formats nothing.
+///
+/// ```
+/// use agentwire_protocol::{CallOutcome, RawJson, ServerSession, SessionEvent, SessionOptions};
+///
+/// let mut s = ServerSession::new(SessionOptions::default());
+/// let state = RawJson::from_string(r#"{"count":0}"#.into()).unwrap();
+/// s.connect("room", "counter-agent", Some(&state));
+/// assert_eq!(s.poll_transmit().unwrap(), r#"{"type":"cf_agent_identity","name":"room","agent":"counter-agent","stateFollows":true}"#);
+/// assert_eq!(s.poll_transmit().unwrap(), r#"{"type":"cf_agent_state","state":{"count":0}}"#);
+/// assert!(s.poll_transmit().unwrap().contains("cf_agent_mcp_servers"));
+///
+/// s.handle_text(r#"{"type":"rpc","id":"1","method":"add","args":[1,2]}"#.into());
+/// let Some(SessionEvent::Call { id, method, args }) = s.poll_event() else { panic!() };
+/// assert_eq!((method.as_str(), args.len()), ("add", 2));
+/// s.reply(id, &method, CallOutcome::Done(Some(RawJson::from_string("3".into()).unwrap())));
+/// let reply: serde_json::Value = serde_json::from_str(&s.poll_transmit().unwrap()).unwrap();
+/// assert_eq!(reply, serde_json::json!({"type":"rpc","id":"1","success":true,"result":3,"done":true}));
+/// ```
 #[derive(Debug, Default)]
 pub struct ServerSession {
     opts: SessionOptions,
