@@ -107,6 +107,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
         if !leftover.is_empty() {
             self.rbuf.extend_from_slice(leftover);
             self.ws.handle_input(Instant::now(), &mut self.rbuf);
+            if self.rbuf.is_empty() {
+                self.rbuf = BytesMut::new();
+            }
         }
         self
     }
@@ -222,6 +225,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         }
+    }
+
+    /// Gives the transport up at once, writing nothing more (e.g. for a peer that stopped
+    /// reading): the machine sees the end and reports `Closed`.
+    pub fn abort(&mut self) {
+        self.io_dead = true;
+        self.ws.handle_eof(Instant::now());
     }
 
     /// Input and timers phases: waits for bytes from the transport or the machine's next
