@@ -608,6 +608,18 @@ impl From<&str> for RpcError {
 
 // ===== state =====
 
+/// [`Context::spawn`] refused a task: [`Limits::max_instance_tasks`](crate::Limits::max_instance_tasks)
+/// are running on the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many tasks running on this agent instance")]
+pub struct TooManyTasks;
+
+impl From<TooManyTasks> for RpcError {
+    fn from(e: TooManyTasks) -> Self {
+        RpcError::Failed(e.to_string())
+    }
+}
+
 /// A refused [`Context::set_state`].
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -684,12 +696,21 @@ impl<A: Agent> Context<A> {
     /// The task belongs to the instance: the instance does not hibernate while it runs, and
     /// it is aborted when the instance is deleted or ends (server shutdown). A panic in it is
     /// logged. It runs on the agents' runtime ([`ServerBuilder::agent_runtime`](crate::ServerBuilder::agent_runtime)).
-    pub fn spawn<F>(&mut self, fut: F)
+    ///
+    /// Fails with [`TooManyTasks`] when [`Limits::max_instance_tasks`](crate::Limits::max_instance_tasks)
+    /// are running (the future is dropped; a [`Deferred`] it held answers its call with an
+    /// error).
+    pub fn spawn<F>(&mut self, fut: F) -> Result<(), TooManyTasks>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         use tracing::Instrument;
+        if self.tasks.len() >= self.env.limits.max_instance_tasks {
+            tracing::warn!(tasks = self.tasks.len(), "too many tasks on the instance");
+            return Err(TooManyTasks);
+        }
         self.tasks.spawn(fut.instrument(tracing::Span::current()));
+        Ok(())
     }
 
     /// A handle on this instance, for tasks of [`spawn`](Self::spawn) (not to be awaited

@@ -117,6 +117,7 @@
 //! | `Limits::deflate` (feature `deflate`) | off (`agentwire serve`: on) | compressed messages inflate to at most `max_message`, else close `1009` |
 //! | [`Limits::max_tags`] | 10 (incl. the id) | setup error: close `1011` |
 //! | [`Limits::sse_log_len`] (events kept per SSE stream) | 1,000 | oldest dropped |
+//! | [`Limits::max_instance_tasks`] (tasks of [`Context::spawn`] per instance) | 1,024 | [`TooManyTasks`] (a deferred call answers an error) |
 //! | [`sse::DEFAULT_QUEUE`] (chunks per SSE response) | 256 | subscriber dropped; it resumes with `Last-Event-ID` |
 //! | [`Limits::shutdown_grace`] | 5 s | remaining tasks are abandoned |
 //! | [`Limits::max_connections`] (open sockets of [`Server::serve`]) | open-files limit − 3 × awake instances − 64 | the oldest idle HTTP connection is closed to make room; with none idle, `503` at once |
@@ -204,7 +205,7 @@
 //!                         Ok(()) => Reply::json(&text),
 //!                         Err(e) => Err(RpcError::new(e)),
 //!                     });
-//!                 });
+//!                 })?; // fails beyond `Limits::max_instance_tasks`
 //!                 Ok(Reply::deferred()) // the instance is free for the next event
 //!             }
 //!             _ => Err(RpcError::NoSuchMethod),
@@ -410,7 +411,7 @@ mod ws;
 pub use accept::BodyTimeout;
 pub use agent::{
     Agent, BoxError, Call, Context, Deferred, Reject, Reply, RpcError, RpcStream, SocketError,
-    StateError, StateSource,
+    StateError, StateSource, TooManyTasks,
 };
 pub use body::Body;
 pub use connection::{Closed, Connection, Message};
@@ -485,6 +486,9 @@ pub struct Limits {
     pub max_tags: usize,
     /// Events kept per SSE stream log. Default 1,000.
     pub sse_log_len: usize,
+    /// Most tasks of [`Context::spawn`] running at once per instance (deferred calls in
+    /// flight, background work); more fail with [`TooManyTasks`]. Default 1,024.
+    pub max_instance_tasks: usize,
     /// How long a graceful shutdown waits for sockets and requests. Default 5 s.
     pub shutdown_grace: Duration,
     /// Longest time to receive a request head, from the moment the connection waits for one
@@ -532,6 +536,7 @@ impl Default for Limits {
                 .with_max_frame_payload(1 << 20),
             max_tags: 10,
             sse_log_len: sse::DEFAULT_LOG_LEN,
+            max_instance_tasks: 1024,
             shutdown_grace: Duration::from_secs(5),
             request_head_timeout: Duration::from_secs(20),
             max_request_head: 16 << 10,

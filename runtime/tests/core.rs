@@ -124,7 +124,7 @@ impl Agent for Llm {
                         Ok(()) => Reply::json(&text),
                         Err(e) => Err(RpcError::new(e)),
                     });
-                });
+                })?;
                 Ok(Reply::deferred())
             }
             "relay" => {
@@ -134,7 +134,7 @@ impl Agent for Llm {
                 cx.spawn(async move {
                     let r: Result<serde_json::Value, _> = counter.call("increment", &[n]).await;
                     reply.finish(r.map_err(RpcError::new).and_then(|v| Reply::json(&v)));
-                });
+                })?;
                 Ok(Reply::deferred())
             }
             "forget" => {
@@ -542,4 +542,39 @@ async fn connections_by_id_and_tag_and_their_state() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the closed connection is still listed");
+}
+
+#[tokio::test]
+async fn instance_tasks_are_bounded() {
+    let limits = Limits {
+        max_instance_tasks: 2,
+        ..Limits::default()
+    };
+    let addr = spawn(
+        Server::builder()
+            .agent("CounterAgent", |_| CounterAgent::new())
+            .limits(limits)
+            .build(),
+    )
+    .await;
+    let mut a = Client::connect(addr, "/agents/counter-agent/b")
+        .await
+        .unwrap();
+    a.connect_frames().await;
+    for i in 0..3 {
+        a.send_json(
+            &json!({"type": "rpc", "id": format!("s{i}"), "method": "slow", "args": [300]}),
+        )
+        .await;
+    }
+    // the third is refused at once; the first two answer later
+    let (v, _) = a.wait_for(is_final).await;
+    assert_eq!(v["id"], "s2", "{v}");
+    assert_eq!(v["error"], "too many tasks running on this agent instance");
+    for _ in 0..2 {
+        let (v, _) = a.wait_for(is_final).await;
+        assert_eq!(v["result"], json!(300), "{v}");
+    }
+    // room again once they finished
+    assert_eq!(a.call_ok("slow", json!([1])).await, json!(1));
 }

@@ -318,7 +318,7 @@ impl Agent for CounterAgent {
                 cx.spawn(async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     reply.finish(Reply::json(&ms));
-                });
+                })?;
                 Ok(Reply::deferred())
             }
             "notExposed" => Err(RpcError::NotCallable),
