@@ -102,6 +102,7 @@ mod error;
 mod message;
 mod raw;
 mod routing;
+mod session;
 mod state;
 pub mod texts;
 
@@ -121,6 +122,10 @@ pub use raw::RawJson;
 pub use routing::{
     camel_case_to_kebab_case, connection_id, form_decode, parse_agent_path, query_param,
     split_target, AgentPath, CONNECTION_ID_PARAM, DEFAULT_PREFIX,
+};
+pub use session::{
+    connect_state_frame, encode_chunk, encode_reply, CallOutcome, ServerSession, SessionEvent,
+    SessionOptions,
 };
 pub use state::{connect_sequence, StateFrame, EMPTY_MCP_SERVERS_FRAME};
 

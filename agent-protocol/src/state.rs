@@ -113,7 +113,8 @@ pub fn connect_sequence(
     let mut frames = Vec::with_capacity(3);
     frames.push(crate::ServerMessage::identity(name, agent, state.is_some()).encode());
     if let Some(state) = state {
-        frames.push(state.to_utf8_bytes());
+        // the connect-time form (`type` first), not the broadcast form
+        frames.push(crate::session::connect_state_text(state.state_json()));
     }
     frames.push(match mcp {
         None => Utf8Bytes::from_static(EMPTY_MCP_SERVERS_FRAME),

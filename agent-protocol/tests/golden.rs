@@ -194,6 +194,7 @@ fn connect_sequence_matches_the_reference() {
         assert_eq!(json(a), json(b));
     }
     assert_eq!(ours[0], raw1[0]);
+    assert_eq!(ours[1], raw1[1]);
     assert_eq!(ours[2], raw1[2]);
     assert_eq!(raw1[2], EMPTY_MCP_SERVERS_FRAME);
     // without a state, no stateFollows and no state frame

@@ -26,12 +26,24 @@ pub enum StateSource<'a> {
     Client(&'a Connection),
 }
 
+/// A connection's peer broke the WebSocket protocol (a malformed or oversized frame, invalid
+/// UTF-8, …): passed to [`Agent::on_error`] with the connection, before
+/// [`Agent::on_close`]. The socket was closed with [`code`](Self::code).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("websocket protocol error (close {}): {message}", code.0)]
+pub struct SocketError {
+    /// The close code sent to the peer (`1002`, `1007`, `1009`).
+    pub code: agentwire_ws::CloseCode,
+    /// What was wrong.
+    pub message: String,
+}
+
 /// Why [`Agent::on_connect`] refused a connection.
 #[derive(Debug)]
 pub enum Reject {
     /// Accept the WebSocket, then close it at once with this code and reason (use `1008` or
     /// `4000`–`4999` to stop the reference client from reconnecting).
-    Close(u16, String),
+    Close(agentwire_ws::CloseCode, String),
     /// Answer the upgrade request with this HTTP response instead of `101`. (Clients retry
     /// non-`101` answers forever; prefer [`Reject::Close`] with a 4xxx code to stop them.)
     Http(Response<Body>),
@@ -70,7 +82,7 @@ pub trait Agent: Send + Sized + 'static {
     }
 
     /// Runs once when the instance starts (and again when it wakes from hibernation), before
-    /// any other hook.
+    /// any other hook. Its props are [`Context::props`].
     fn on_start(
         &mut self,
         cx: &mut Context<Self>,
@@ -210,7 +222,9 @@ pub trait Agent: Send + Sized + 'static {
     }
 
     /// A hook failed, or the runtime hit an error for this instance (`conn` is the connection
-    /// concerned, if any). The default logs it.
+    /// concerned, if any), including a peer that broke the WebSocket protocol (a
+    /// [`SocketError`], with the close code; `error.downcast_ref::<SocketError>()`). The
+    /// default logs it.
     fn on_error(
         &mut self,
         cx: &mut Context<Self>,
@@ -244,6 +258,75 @@ pub struct Call {
     pub(crate) method: String,
     pub(crate) args: Vec<RawJson>,
     pub(crate) conn: Connection,
+    pub(crate) slot: Arc<CallSlot>,
+    pub(crate) from_handle: bool,
+}
+
+/// What the runtime and a call's [`Deferred`] responder share, so that exactly one final
+/// frame is sent: whether the call was deferred, whether the hook is still running, whether
+/// the responder was dropped unanswered, and whether the final frame went out.
+#[derive(Debug)]
+pub(crate) struct CallSlot(std::sync::Mutex<SlotState>);
+
+#[derive(Debug)]
+struct SlotState {
+    deferred: bool,
+    hook_running: bool,
+    dropped: bool,
+    answered: bool,
+}
+
+/// What the runtime does once the hook returned.
+pub(crate) enum AfterHook {
+    /// Send the hook's result.
+    Send,
+    /// The responder was dropped unanswered while the hook ran: answer that.
+    Dropped,
+    /// Nothing: the responder answers (or did).
+    Nothing,
+}
+
+impl CallSlot {
+    pub(crate) fn new() -> Self {
+        Self(std::sync::Mutex::new(SlotState {
+            deferred: false,
+            hook_running: true,
+            dropped: false,
+            answered: false,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims the right to send the final frame (true once).
+    fn claim(&self) -> bool {
+        !std::mem::replace(&mut self.lock().answered, true)
+    }
+
+    fn answered(&self) -> bool {
+        self.lock().answered
+    }
+
+    /// The hook returned (`failed`: with an error, which then is the answer unless the
+    /// responder already answered).
+    pub(crate) fn hook_returned(&self, failed: bool) -> AfterHook {
+        let mut s = self.lock();
+        s.hook_running = false;
+        if s.answered {
+            return AfterHook::Nothing;
+        }
+        if failed || !s.deferred {
+            s.answered = true;
+            return AfterHook::Send;
+        }
+        if s.dropped {
+            s.answered = true;
+            return AfterHook::Dropped;
+        }
+        AfterHook::Nothing
+    }
 }
 
 impl Call {
@@ -293,8 +376,124 @@ impl Call {
         RpcStream {
             id: self.id.clone(),
             conn: self.conn.clone(),
+            slot: self.slot.clone(),
         }
     }
+
+    /// Whether the call came through an [`AgentHandle`](crate::AgentHandle) rather than a
+    /// client's socket (then [`connection`](Self::connection) is a detached connection with
+    /// an empty id that belongs to no instance).
+    pub fn from_handle(&self) -> bool {
+        self.from_handle
+    }
+
+    /// Answers the call later, from any task: the hook returns [`Reply::deferred()`] at once
+    /// and the instance goes on with its next event while the returned [`Deferred`] streams
+    /// chunks and sends the final reply (typically from a task started with
+    /// [`Context::spawn`]). See the crate docs, "Hooks that await".
+    ///
+    /// A `Deferred` dropped without [`finish`](Deferred::finish) answers the call with the
+    /// error `Call dropped without a reply`, so no client waits forever.
+    pub fn defer(&self) -> Deferred {
+        self.slot.lock().deferred = true;
+        Deferred {
+            id: self.id.clone(),
+            method: self.method.clone(),
+            conn: self.conn.clone(),
+            slot: self.slot.clone(),
+            started: crate::metrics::start(),
+        }
+    }
+}
+
+/// The responder of a deferred call ([`Call::defer`]): `Send + 'static`, completed later from
+/// any task. Chunks ([`send`](Self::send)) and the final reply ([`finish`](Self::finish)) go
+/// straight to the caller's socket queue; they do not wait for the instance.
+#[derive(Debug)]
+pub struct Deferred {
+    id: RpcId,
+    method: String,
+    conn: Connection,
+    slot: Arc<CallSlot>,
+    started: std::time::Instant,
+}
+
+impl Deferred {
+    /// Sends one streaming chunk (`done:false`). Fails with `Connection closed` once the
+    /// caller is gone, so that a producing loop `d.send(&token)?` ends when nobody listens.
+    pub fn send<T: Serialize + ?Sized>(&self, chunk: &T) -> Result<(), RpcError> {
+        send_chunk(&self.id, &self.conn, &self.slot, chunk)
+    }
+
+    /// A cloneable [`RpcStream`] for the same call (to hand chunks out to several tasks).
+    pub fn stream(&self) -> RpcStream {
+        RpcStream {
+            id: self.id.clone(),
+            conn: self.conn.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+
+    /// Whether the caller is gone (chunks and the reply would be dropped).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Sends the final reply (or error) and ends the call. Returns `false` when it was not
+    /// delivered: the caller is gone.
+    pub fn finish(self, result: Result<Reply, RpcError>) -> bool {
+        self.answer(result)
+    }
+
+    fn answer(&self, result: Result<Reply, RpcError>) -> bool {
+        if !self.slot.claim() {
+            return false;
+        }
+        let result = match result {
+            Ok(Reply(ReplyKind::Deferred)) => {
+                Err(RpcError::new("Reply::deferred() is not a final reply"))
+            }
+            r => r,
+        };
+        crate::metrics::rpc_done(self.started);
+        self.conn
+            .send_text(encode_reply(self.id.clone(), &self.method, result))
+            .is_ok()
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let mut s = self.slot.lock();
+        if s.answered {
+            return;
+        }
+        if s.hook_running {
+            // the hook's own result decides (an error it returns is the answer)
+            s.dropped = true;
+            return;
+        }
+        drop(s);
+        tracing::warn!(method = %self.method, "a deferred call was dropped without a reply");
+        self.answer(Err(RpcError::new(CALL_DROPPED)));
+    }
+}
+
+/// The error a deferred call that was dropped unanswered fails with.
+pub(crate) const CALL_DROPPED: &str = "Call dropped without a reply";
+
+fn send_chunk<T: Serialize + ?Sized>(
+    id: &RpcId,
+    conn: &Connection,
+    slot: &CallSlot,
+    chunk: &T,
+) -> Result<(), RpcError> {
+    if conn.is_closed() || slot.answered() {
+        return Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED));
+    }
+    let frame = RpcResponse::chunk(id.clone(), chunk)?;
+    conn.send_text(frame.encode())
+        .map_err(|_| RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED))
 }
 
 /// Splits the `args` array of a call into its elements, kept as JSON text. Fails only on text
@@ -309,6 +508,7 @@ pub(crate) fn split_args(args: &RawJson) -> Result<Vec<RawJson>, serde_json::Err
 pub struct RpcStream {
     id: RpcId,
     conn: Connection,
+    slot: Arc<CallSlot>,
 }
 
 impl RpcStream {
@@ -316,13 +516,7 @@ impl RpcStream {
     /// (closed, or closed for overflowing its queue), so that a loop producing chunks with
     /// `stream.send(&chunk)?` ends when nobody is listening any more.
     pub fn send<T: Serialize + ?Sized>(&self, chunk: &T) -> Result<(), RpcError> {
-        if self.conn.is_closed() {
-            return Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED));
-        }
-        let frame = RpcResponse::chunk(self.id.clone(), chunk)?;
-        self.conn
-            .send_text(frame.encode())
-            .map_err(|_| RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED))
+        send_chunk(&self.id, &self.conn, &self.slot, chunk)
     }
 
     /// Whether the calling connection is gone (chunks and the reply would be dropped).
@@ -333,22 +527,44 @@ impl RpcStream {
 
 /// The final value of a successful call.
 #[derive(Debug, Clone)]
-pub struct Reply(pub(crate) Option<RawJson>);
+pub struct Reply(pub(crate) ReplyKind);
+
+#[derive(Debug, Clone)]
+pub(crate) enum ReplyKind {
+    Value(Option<RawJson>),
+    Deferred,
+}
 
 impl Reply {
     /// A result value.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Reply, RpcError> {
-        Ok(Reply(Some(RawJson::from_serialize(value)?)))
+        Ok(Reply(ReplyKind::Value(Some(RawJson::from_serialize(
+            value,
+        )?))))
     }
 
     /// No result (the reply frame has no `result` key; the client resolves `undefined`).
     pub fn void() -> Reply {
-        Reply(None)
+        Reply(ReplyKind::Value(None))
     }
 
     /// A result given as JSON text, sent exactly as it is (see [`Call::raw_arg`]).
     pub fn raw(value: RawJson) -> Reply {
-        Reply(Some(value))
+        Reply(ReplyKind::Value(Some(value)))
+    }
+
+    /// What a hook returns after [`Call::defer`]: the reply comes later from the
+    /// [`Deferred`] responder. (Returned without deferring, the call fails.)
+    pub fn deferred() -> Reply {
+        Reply(ReplyKind::Deferred)
+    }
+
+    /// The result's JSON text (`None`: no result, or [`Reply::deferred`]).
+    pub fn as_raw(&self) -> Option<&RawJson> {
+        match &self.0 {
+            ReplyKind::Value(v) => v.as_ref(),
+            ReplyKind::Deferred => None,
+        }
     }
 }
 
@@ -417,6 +633,18 @@ impl From<&str> for RpcError {
 
 // ===== state =====
 
+/// [`Context::spawn`] refused a task: [`Limits::max_instance_tasks`](crate::Limits::max_instance_tasks)
+/// are running on the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many tasks running on this agent instance")]
+pub struct TooManyTasks;
+
+impl From<TooManyTasks> for RpcError {
+    fn from(e: TooManyTasks) -> Self {
+        RpcError::Failed(e.to_string())
+    }
+}
+
 /// A refused [`Context::set_state`].
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -439,17 +667,6 @@ pub(crate) struct Loaded<S> {
     pub(crate) raw: RawJson,
 }
 
-impl<S> Loaded<S> {
-    /// `{"type":"cf_agent_state","state":…}`: the connect-time form (key order of the
-    /// reference server, which differs from its broadcast form).
-    pub(crate) fn connect_frame(&self) -> Utf8Bytes {
-        Utf8Bytes::from(format!(
-            "{{\"type\":\"cf_agent_state\",\"state\":{}}}",
-            self.raw.get()
-        ))
-    }
-}
-
 /// What an agent instance knows and can do: its name, state, connections, storage.
 ///
 /// Hooks get `&mut Context<Self>`. It outlives the agent value: when an idle instance is
@@ -468,6 +685,10 @@ pub struct Context<A: Agent> {
     pub(crate) sse: HashMap<String, Vec<SseSender>>,
     pub(crate) sse_log_len: usize,
     pub(crate) scheduler: Arc<crate::schedule::Scheduler>,
+    /// Tasks of [`Context::spawn`]: aborted when the instance is deleted or ends.
+    pub(crate) tasks: tokio::task::JoinSet<()>,
+    pub(crate) env: crate::instance::Env,
+    pub(crate) props: Option<Arc<serde_json::Value>>,
 }
 
 impl<A: Agent> fmt::Debug for Context<A> {
@@ -476,6 +697,7 @@ impl<A: Agent> fmt::Debug for Context<A> {
             .field("namespace", &self.namespace)
             .field("name", &self.name)
             .field("connections", &self.conns.len())
+            .field("tasks", &self.tasks.len())
             .finish()
     }
 }
@@ -489,6 +711,57 @@ impl<A: Agent> Context<A> {
     /// The URL namespace of the agent class (`counter-agent`).
     pub fn agent_namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Runs `fut` as a task of this instance, concurrently with its hooks: the way to await
+    /// something slow (an upstream API, an LLM stream, another agent) without holding the
+    /// instance. Typically it completes a [`Deferred`] call and changes state through an
+    /// [`AgentHandle`](crate::AgentHandle) (`cx.handle()`), whose operations are queued with
+    /// the instance's other events.
+    ///
+    /// The task belongs to the instance: the instance does not hibernate while it runs, and
+    /// it is aborted when the instance is deleted or ends (server shutdown). A panic in it is
+    /// logged. It runs on the agents' runtime ([`ServerBuilder::agent_runtime`](crate::ServerBuilder::agent_runtime)).
+    ///
+    /// Fails with [`TooManyTasks`] when [`Limits::max_instance_tasks`](crate::Limits::max_instance_tasks)
+    /// are running (the future is dropped; a [`Deferred`] it held answers its call with an
+    /// error).
+    pub fn spawn<F>(&mut self, fut: F) -> Result<(), TooManyTasks>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument;
+        if self.tasks.len() >= self.env.limits.max_instance_tasks {
+            tracing::warn!(tasks = self.tasks.len(), "too many tasks on the instance");
+            return Err(TooManyTasks);
+        }
+        self.tasks.spawn(fut.instrument(tracing::Span::current()));
+        Ok(())
+    }
+
+    /// A handle on this instance, for tasks of [`spawn`](Self::spawn) (not to be awaited
+    /// from this instance's own hooks: see [`AgentHandle`](crate::AgentHandle)).
+    pub fn handle(&self) -> crate::AgentHandle<A> {
+        crate::AgentHandle::lookup(&self.env, Some(&self.namespace), &self.name)
+            .expect("an instance's own class is registered")
+    }
+
+    /// A handle on the instance `name` of the agent class of type `B` (the reference's
+    /// `getAgentByName`); fails when no class, or several, of that type are registered.
+    pub fn agent<B: Agent>(&self, name: &str) -> Result<crate::AgentHandle<B>, crate::HandleError> {
+        crate::AgentHandle::lookup(&self.env, None, name)
+    }
+
+    /// The instance's props: those of [`AgentHandle::start`](crate::AgentHandle::start), or
+    /// the class's ([`ServerBuilder::agent_with_props`](crate::ServerBuilder::agent_with_props)).
+    /// [`Agent::on_start`] reads them; they stay for later wakes from hibernation.
+    pub fn props(&self) -> Option<&serde_json::Value> {
+        self.props.as_deref()
+    }
+
+    /// How many tasks of [`spawn`](Self::spawn) are running.
+    pub fn running_tasks(&self) -> usize {
+        self.tasks.len()
     }
 
     /// The current state (`None` when the agent has none).
@@ -747,18 +1020,15 @@ impl<A: Agent> Context<A> {
 }
 
 pub(crate) fn encode_reply(id: RpcId, method: &str, res: Result<Reply, RpcError>) -> Utf8Bytes {
-    match res {
-        Ok(Reply(result)) => RpcResponse::Done { id, result },
-        // A name of the reference base class (`setState`, `onConnect`, `toString`, …) exists
-        // there as a function that is not callable, so the reference answers "not callable".
-        Err(RpcError::NoSuchMethod)
-            if agentwire_protocol::texts::is_reference_agent_member(method) =>
-        {
-            RpcResponse::method_not_callable(id, method)
+    use agentwire_protocol::CallOutcome;
+    let outcome = match res {
+        Ok(Reply(ReplyKind::Value(result))) => CallOutcome::Done(result),
+        Ok(Reply(ReplyKind::Deferred)) => {
+            CallOutcome::Failed("The call was deferred without Call::defer".into())
         }
-        Err(RpcError::NoSuchMethod) => RpcResponse::method_does_not_exist(id, method),
-        Err(RpcError::NotCallable) => RpcResponse::method_not_callable(id, method),
-        Err(RpcError::Failed(msg)) => RpcResponse::error(id, msg),
-    }
-    .encode()
+        Err(RpcError::NoSuchMethod) => CallOutcome::NoSuchMethod,
+        Err(RpcError::NotCallable) => CallOutcome::NotCallable,
+        Err(RpcError::Failed(msg)) => CallOutcome::Failed(msg),
+    };
+    agentwire_protocol::encode_reply(id, method, outcome)
 }

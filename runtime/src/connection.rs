@@ -63,7 +63,7 @@ pub(crate) enum Out {
     Msg(Message),
     /// One message sent to many connections: payload and compressed form shared.
     Shared(agentwire_ws::PreparedMessage),
-    Close(u16, String),
+    Close(agentwire_ws::CloseCode, String),
 }
 
 /// One client WebSocket of an agent instance. Cheap to clone (a shared handle); it can be kept
@@ -80,6 +80,7 @@ pub struct Connection {
 pub(crate) struct Inner {
     pub(crate) key: u64,
     pub(crate) id: String,
+    pub(crate) server: Arc<str>,
     pub(crate) uri: http::Uri,
     pub(crate) tx: mpsc::UnboundedSender<Out>,
     pub(crate) queued: AtomicUsize,
@@ -120,11 +121,13 @@ impl Connection {
         id: String,
         uri: http::Uri,
         max_queued: usize,
+        server: Arc<str>,
     ) -> (Self, mpsc::UnboundedReceiver<Out>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             key,
             id,
+            server,
             uri,
             tx,
             queued: AtomicUsize::new(0),
@@ -149,6 +152,12 @@ impl Connection {
     /// chosen by clients and not guaranteed unique.
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The name of the agent instance this connection belongs to (the reference's
+    /// `connection.server`).
+    pub fn server(&self) -> &str {
+        &self.inner.server
     }
 
     /// The upgrade request's URI (path and query).
@@ -236,10 +245,10 @@ impl Connection {
             if !self.inner.overflowed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(id = %self.inner.id, queued, "send queue full; closing the connection");
                 crate::metrics::connection_overflow();
-                let _ = self
-                    .inner
-                    .tx
-                    .send(Out::Close(1008, "send queue full".into()));
+                let _ = self.inner.tx.send(Out::Close(
+                    agentwire_ws::CloseCode::POLICY,
+                    "send queue full".into(),
+                ));
                 self.inner.closed.store(true, Ordering::Relaxed);
                 // The Close would wait behind the queued messages and a client that does not
                 // read never takes them: the socket task gives up on it at once.
@@ -262,9 +271,12 @@ impl Connection {
 
     /// Closes the socket with `code` and `reason` (after the messages already queued). Codes
     /// `1008` and `4000`–`4999` make the reference client stop reconnecting.
-    pub fn close(&self, code: u16, reason: &str) {
+    pub fn close(&self, code: impl Into<agentwire_ws::CloseCode>, reason: &str) {
         if !self.inner.closed.swap(true, Ordering::Relaxed) {
-            let _ = self.inner.tx.send(Out::Close(code, reason.to_owned()));
+            let _ = self
+                .inner
+                .tx
+                .send(Out::Close(code.into(), reason.to_owned()));
         }
     }
 

@@ -1,13 +1,16 @@
 //! One actor task per agent instance: events one at a time, in arrival order.
 
 use crate::agent::{
-    encode_reply, Agent, BoxError, Call, Context, Loaded, Reject, RpcError, StateSource,
+    encode_reply, AfterHook, Agent, BoxError, Call, CallSlot, Context, Loaded, Reject, RpcError,
+    StateSource,
 };
 use crate::body::{response, Body};
 use crate::connection::{Connection, Message};
 use crate::store::Storage;
 use crate::Limits;
-use agentwire_protocol::{classify, ClientMessage, Inbound, RawJson, ServerMessage, Utf8Bytes};
+use agentwire_protocol::{
+    RawJson, ServerMessage, ServerSession, SessionEvent, SessionOptions, Utf8Bytes,
+};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -38,6 +41,13 @@ pub(crate) enum Cmd {
         code: u16,
         reason: String,
         clean: bool,
+        /// The peer broke the WebSocket protocol (reported to `on_error` first).
+        error: Option<crate::SocketError>,
+    },
+    /// Start the instance (with these props) unless it is awake; answers whether it started.
+    Start {
+        props: Option<serde_json::Value>,
+        reply: oneshot::Sender<Result<bool, ()>>,
     },
     Request {
         req: Box<crate::HttpRequest>,
@@ -56,6 +66,90 @@ pub(crate) enum Cmd {
     Delete {
         reply: oneshot::Sender<Result<(), crate::StoreError>>,
     },
+    /// Run a closure with the agent and its context ([`AgentHandle::with`](crate::AgentHandle::with)).
+    With(WithFn),
+    /// An RPC through a handle, answered on a detached connection.
+    Call {
+        method: String,
+        args: Vec<RawJson>,
+        conn: Connection,
+    },
+}
+
+/// A closure run inside an instance; its argument is the instance's [`Actor`], as `Any`
+/// (see [`scope`]).
+pub(crate) struct WithFn(pub(crate) Box<WithBody>);
+
+type WithBody = dyn FnOnce(&mut dyn std::any::Any) + Send;
+
+impl std::fmt::Debug for WithFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WithFn")
+    }
+}
+
+/// The agent value and context of the instance given to a [`WithFn`] (`None`: not an
+/// instance of `A`, or its agent is not started).
+pub(crate) fn scope<A: Agent>(any: &mut dyn std::any::Any) -> Option<(&mut A, &mut Context<A>)> {
+    let actor = any.downcast_mut::<Actor<A>>()?;
+    Some((actor.agent.as_mut()?, &mut actor.cx))
+}
+
+/// The registered classes, by namespace.
+#[derive(Default)]
+pub(crate) struct Classes {
+    pub(crate) by_namespace: HashMap<String, Arc<dyn Class>>,
+}
+
+impl std::fmt::Debug for Classes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_namespace.keys()).finish()
+    }
+}
+
+/// Delivers `cmd` to the instance, starting it if needed; returns its queue. An instance
+/// that exits (idle, no connections) between lookup and delivery is started again.
+pub(crate) async fn deliver(
+    env: &Env,
+    class: &Arc<dyn Class>,
+    name: &str,
+    mut cmd: Cmd,
+) -> Option<mpsc::Sender<Cmd>> {
+    let key = (class.namespace().to_owned(), name.to_owned());
+    for _ in 0..8 {
+        let tx = {
+            let mut map = env.registry.lock();
+            let tx = match map.get(&key) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let tx = class.spawn(name, env.clone());
+                    map.insert(key.clone(), tx.clone());
+                    tx
+                }
+            };
+            // Under the registry lock an idle instance cannot decide to exit meanwhile.
+            match tx.try_send(cmd) {
+                Ok(()) => return Some(tx),
+                Err(mpsc::error::TrySendError::Full(c)) => {
+                    crate::metrics::instance_queue_full();
+                    cmd = c;
+                    tx
+                }
+                Err(mpsc::error::TrySendError::Closed(c)) => {
+                    cmd = c;
+                    map.remove(&key);
+                    continue;
+                }
+            }
+        };
+        // A full queue: wait for room outside the lock (the instance is busy, not exiting;
+        // if it exits anyway the send fails and the loop starts it again).
+        match tx.send(cmd).await {
+            Ok(()) => return Some(tx),
+            Err(e) => cmd = e.0,
+        }
+    }
+    None
 }
 
 /// What an instance holds (diagnostics; see [`Server::instance_info`](crate::Server::instance_info)).
@@ -75,6 +169,8 @@ pub(crate) trait Class: Send + Sync {
     fn namespace(&self) -> &str;
     fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd>;
     fn max_request_body(&self, req: &http::request::Parts) -> Option<u64>;
+    /// The `TypeId` of the agent type.
+    fn agent_type(&self) -> std::any::TypeId;
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +182,8 @@ pub(crate) struct Env {
     pub(crate) scheduler: Arc<crate::schedule::Scheduler>,
     /// Where instances run (`ServerBuilder::agent_runtime`); `None`: the caller's runtime.
     pub(crate) agent_runtime: Option<tokio::runtime::Handle>,
+    /// Every class of the server (for handles).
+    pub(crate) classes: Arc<Classes>,
 }
 
 /// The awake instances (those holding their database) and when each last handled an event;
@@ -229,6 +327,7 @@ impl Registry {
 pub(crate) struct ClassImpl<A, F> {
     pub(crate) namespace: String,
     pub(crate) factory: Arc<F>,
+    pub(crate) props: Option<Arc<serde_json::Value>>,
     pub(crate) _agent: std::marker::PhantomData<fn() -> A>,
 }
 
@@ -243,6 +342,10 @@ where
 
     fn max_request_body(&self, req: &http::request::Parts) -> Option<u64> {
         A::max_request_body(req)
+    }
+
+    fn agent_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<A>()
     }
 
     fn spawn(&self, name: &str, env: Env) -> mpsc::Sender<Cmd> {
@@ -260,6 +363,9 @@ where
             sse: HashMap::new(),
             sse_log_len: env.limits.sse_log_len,
             scheduler: env.scheduler.clone(),
+            tasks: tokio::task::JoinSet::new(),
+            env: env.clone(),
+            props: self.props.clone(),
         };
         let runtime = env.agent_runtime.clone();
         let actor = Actor {
@@ -300,19 +406,25 @@ impl<A: Agent> Actor<A> {
             let idle = self.env.limits.idle_timeout.filter(|_| {
                 self.agent.is_some() || (self.cx.conns.is_empty() && self.cx.sse.is_empty())
             });
-            let cmd = match idle {
-                Some(idle) => match tokio::time::timeout(idle, rx.recv()).await {
-                    Ok(cmd) => cmd,
-                    Err(_) => {
-                        if self.agent.is_some() {
-                            self.maybe_hibernate();
-                        } else if self.try_exit(&mut rx) {
-                            break;
+            let tasks = !self.cx.tasks.is_empty();
+            let cmd = tokio::select! {
+                cmd = rx.recv() => cmd,
+                Some(done) = self.cx.tasks.join_next(), if tasks => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("a task of the instance panicked");
                         }
-                        continue;
                     }
-                },
-                None => rx.recv().await,
+                    continue;
+                }
+                _ = sleep_for(idle), if idle.is_some() => {
+                    if self.agent.is_some() {
+                        self.maybe_hibernate();
+                    } else if self.try_exit(&mut rx) {
+                        break;
+                    }
+                    continue;
+                }
             };
             let Some(cmd) = cmd else { break };
             self.handle(cmd).await;
@@ -331,7 +443,7 @@ impl<A: Agent> Actor<A> {
     /// storage; the next event starts a new one). Decided under the registry lock, through
     /// which every first event of an instance is delivered, and only with an empty queue.
     fn try_exit(&mut self, rx: &mut mpsc::Receiver<Cmd>) -> bool {
-        if !self.cx.conns.is_empty() || !self.cx.sse.is_empty() {
+        if !self.cx.conns.is_empty() || !self.cx.sse.is_empty() || !self.cx.tasks.is_empty() {
             return false;
         }
         let mut map = self.env.registry.lock();
@@ -357,8 +469,8 @@ impl<A: Agent> Actor<A> {
             subs.retain(|s| !s.is_closed());
         }
         self.cx.sse.retain(|_, v| !v.is_empty());
-        if !self.cx.sse.is_empty() {
-            return; // live SSE responses keep the instance awake
+        if !self.cx.sse.is_empty() || !self.cx.tasks.is_empty() {
+            return; // live SSE responses and running tasks keep the instance awake
         }
         tracing::debug!(connections = self.cx.conns.len(), "hibernating");
         self.agent = None;
@@ -374,10 +486,11 @@ impl<A: Agent> Actor<A> {
     /// registry; the next event for the name starts a fresh instance.
     fn delete(&mut self) -> Result<(), crate::StoreError> {
         for c in self.cx.conns.values() {
-            c.close(4004, "agent instance deleted");
+            c.close(agentwire_ws::CloseCode(4004), "agent instance deleted");
         }
         self.cx.conns.clear();
         self.cx.sse.clear();
+        self.cx.tasks.abort_all();
         self.agent = None;
         self.cx.state = None;
         self.cx.store = None;
@@ -471,6 +584,22 @@ impl<A: Agent> Actor<A> {
             Cmd::Delete { reply } => {
                 let _ = reply.send(self.delete());
             }
+            Cmd::Start { props, reply } => {
+                let asleep = self.agent.is_none();
+                if asleep {
+                    if let Some(p) = props {
+                        self.cx.props = Some(Arc::new(p));
+                    }
+                }
+                let r = match self.wake().await {
+                    Ok(()) => Ok(asleep),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "agent instance not started");
+                        Err(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
             cmd => {
                 if let Some(t) = &self.awake {
                     self.env.awake.touch(t);
@@ -507,6 +636,10 @@ impl<A: Agent> Actor<A> {
                 Cmd::Close { conn, .. } => {
                     self.cx.conns.remove(&conn.key());
                 }
+                Cmd::Call { conn, .. } => conn.close(code, "agent failed to start"),
+                Cmd::Start { .. } => {}
+                // dropping the closure tells the handle
+                Cmd::With(_) => {}
                 Cmd::Stats { .. }
                 | Cmd::Shutdown
                 | Cmd::Hibernate
@@ -515,6 +648,17 @@ impl<A: Agent> Actor<A> {
             }
             return;
         }
+        let cmd = match cmd {
+            Cmd::With(f) => {
+                let me: &mut dyn std::any::Any = self;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (f.0)(me)));
+                if r.is_err() {
+                    self.reset_after_panic();
+                }
+                return;
+            }
+            cmd => cmd,
+        };
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
@@ -542,41 +686,23 @@ impl<A: Agent> Actor<A> {
                 if !cx.conns.contains_key(&conn.key()) {
                     return; // closed meanwhile
                 }
-                match classify(&text) {
-                    Inbound::Protocol(ClientMessage::State { state }) => {
-                        client_state(agent, cx, &conn, state).await;
+                // The session classifies the frame (answering what the protocol answers by
+                // itself: a readonly connection's state update, malformed call arguments).
+                let mut session = session_of(&conn);
+                session.handle_text(text);
+                flush(&mut session, &conn);
+                match session.poll_event() {
+                    None => {}
+                    Some(SessionEvent::StateUpdate { state }) => {
+                        client_state(agent, cx, &conn, state, &mut session).await;
+                        flush(&mut session, &conn);
                     }
-                    Inbound::Protocol(ClientMessage::Rpc(req)) => {
-                        let (id, method, args) = req.into_parts();
-                        let args = match crate::agent::split_args(&args) {
-                            Ok(args) => args,
-                            Err(e) => {
-                                // Never run a call with arguments it did not get.
-                                let err = RpcError::new(format!("Invalid arguments: {e}"));
-                                let _ = conn.send_text(encode_reply(id, &method, Err(err)));
-                                return;
-                            }
-                        };
-                        let call = Call {
-                            id: id.clone(),
-                            method: method.clone(),
-                            args,
-                            conn: conn.clone(),
-                        };
-                        cx.current = Some(conn.clone());
-                        let t = crate::metrics::start();
-                        let res = guard(agent.on_call(cx, call)).await.unwrap_or_else(|()| {
-                            panicked = true;
-                            Err(RpcError::new("Internal error"))
-                        });
-                        cx.current = None;
-                        let _ = conn.send_text(encode_reply(id, &method, res));
-                        crate::metrics::rpc_done(t);
+                    Some(SessionEvent::Call { id, method, args }) => {
+                        panicked = run_call(agent, cx, id, method, args, conn, false).await;
                     }
-                    _ => {
+                    Some(SessionEvent::Message(text)) => {
                         cx.current = Some(conn.clone());
-                        let r =
-                            guard(agent.on_message(cx, &conn, Message::Text(text.clone()))).await;
+                        let r = guard(agent.on_message(cx, &conn, Message::Text(text))).await;
                         cx.current = None;
                         match r {
                             Ok(Ok(())) => {}
@@ -584,6 +710,7 @@ impl<A: Agent> Actor<A> {
                             Err(()) => panicked = true,
                         }
                     }
+                    Some(_) => {}
                 }
             }
             Cmd::Binary { conn, data } => {
@@ -604,10 +731,15 @@ impl<A: Agent> Actor<A> {
                 code,
                 reason,
                 clean,
+                error,
             } => {
                 conn.mark_closed();
                 if cx.conns.remove(&conn.key()).is_none() {
                     return; // never accepted
+                }
+                if let Some(e) = error {
+                    let e: BoxError = Box::new(e);
+                    agent.on_error(cx, Some(&conn), &e).await;
                 }
                 match guard(agent.on_close(cx, &conn, code, &reason, clean)).await {
                     Ok(Ok(())) => {}
@@ -641,16 +773,29 @@ impl<A: Agent> Actor<A> {
                 };
                 let _ = reply.send(resp);
             }
-            Cmd::Stats { .. } | Cmd::Shutdown | Cmd::Hibernate | Cmd::Delete { .. } => {}
+            Cmd::Call { method, args, conn } => {
+                let id = agentwire_protocol::RpcId::from("handle");
+                panicked = run_call(agent, cx, id, method, args, conn, true).await;
+            }
+            Cmd::Stats { .. }
+            | Cmd::Shutdown
+            | Cmd::Hibernate
+            | Cmd::Delete { .. }
+            | Cmd::Start { .. }
+            | Cmd::With(_) => {}
         }
         if panicked {
-            tracing::error!("an agent hook panicked; the agent will start again on the next event");
-            self.agent = None;
-            self.cx.state = None;
-            self.cx.store = None;
-            self.cx.changed.clear();
-            self.cx.current = None;
+            self.reset_after_panic();
         }
+    }
+
+    fn reset_after_panic(&mut self) {
+        tracing::error!("an agent hook panicked; the agent will start again on the next event");
+        self.agent = None;
+        self.cx.state = None;
+        self.cx.store = None;
+        self.cx.changed.clear();
+        self.cx.current = None;
     }
 
     async fn notify_state_changes(&mut self) {
@@ -669,6 +814,54 @@ impl<A: Agent> Actor<A> {
             }
         }
     }
+}
+
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `on_call` and sends its reply, unless the hook deferred it (then the [`Deferred`]
+/// responder sends it, or the hook's error if it failed after deferring). Returns whether the
+/// hook panicked.
+///
+/// [`Deferred`]: crate::Deferred
+pub(crate) async fn run_call<A: Agent>(
+    agent: &mut A,
+    cx: &mut Context<A>,
+    id: agentwire_protocol::RpcId,
+    method: String,
+    args: Vec<RawJson>,
+    conn: Connection,
+    from_handle: bool,
+) -> bool {
+    let slot = Arc::new(CallSlot::new());
+    let call = Call {
+        id: id.clone(),
+        method: method.clone(),
+        args,
+        conn: conn.clone(),
+        slot: slot.clone(),
+        from_handle,
+    };
+    cx.current = (!from_handle).then(|| conn.clone());
+    let t = crate::metrics::start();
+    let mut panicked = false;
+    let res = guard(agent.on_call(cx, call)).await.unwrap_or_else(|()| {
+        panicked = true;
+        Err(RpcError::new("Internal error"))
+    });
+    cx.current = None;
+    let res = match slot.hook_returned(res.is_err()) {
+        AfterHook::Send => res,
+        AfterHook::Dropped => Err(RpcError::new(crate::agent::CALL_DROPPED)),
+        AfterHook::Nothing => return panicked,
+    };
+    let _ = conn.send_text(encode_reply(id, &method, res));
+    crate::metrics::rpc_done(t);
+    panicked
 }
 
 fn internal_error() -> Response<Body> {
@@ -713,28 +906,19 @@ async fn connect<A: Agent>(
     if tags.len() > limits.max_tags || tags.iter().any(|t| t.is_empty() || t.chars().count() > 256)
     {
         tracing::warn!(id = conn.id(), "invalid connection tags");
-        let _ = conn.send_text(Utf8Bytes::from(
-            "{\"error\":\"invalid connection tags\"}".to_owned(),
-        ));
-        conn.close(1011, "Uncaught exception during session setup");
+        let mut session = session_of(&conn);
+        session.invalid_tags();
+        flush(&mut session, &conn);
+        conn.close(
+            agentwire_ws::CloseCode::INTERNAL,
+            "Uncaught exception during session setup",
+        );
         return None;
     }
     conn.set_tags(tags);
-    if conn.protocol_messages() {
-        let state = cx.state.as_ref();
-        let _ = conn.send_text(
-            ServerMessage::identity(
-                cx.name.to_string(),
-                cx.namespace.to_string(),
-                state.is_some(),
-            )
-            .encode(),
-        );
-        if let Some(s) = state {
-            let _ = conn.send_text(s.connect_frame());
-        }
-        let _ = conn.send_text(ServerMessage::empty_mcp_servers().encode());
-    }
+    let mut session = session_of(&conn);
+    session.connect(&cx.name, &cx.namespace, cx.state.as_ref().map(|s| &s.raw));
+    flush(&mut session, &conn);
     cx.conns.insert(conn.key(), conn.clone());
     cx.current = Some(conn.clone());
     let r = agent.on_connect(cx, &conn, parts).await;
@@ -753,28 +937,41 @@ async fn connect<A: Agent>(
     }
 }
 
-/// A client's `cf_agent_state`: readonly → validate → persist → broadcast to the others.
+/// The protocol session of a connection, with its current flags.
+fn session_of(conn: &Connection) -> ServerSession {
+    ServerSession::new(SessionOptions::new(
+        conn.readonly(),
+        conn.protocol_messages(),
+    ))
+}
+
+/// Sends what the session queued for the connection.
+fn flush(session: &mut ServerSession, conn: &Connection) {
+    while let Some(frame) = session.poll_transmit() {
+        let _ = conn.send_text(frame);
+    }
+}
+
+/// A client's `cf_agent_state` (the session refused it already for a readonly connection):
+/// validate → persist → broadcast to the others.
 async fn client_state<A: Agent>(
     agent: &mut A,
     cx: &mut Context<A>,
     conn: &Connection,
     state: RawJson,
+    session: &mut ServerSession,
 ) {
-    if conn.readonly() {
-        let _ = conn.send_text(ServerMessage::state_error_readonly().encode());
-        return;
-    }
     let value = match state.deserialize::<A::State>() {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(id = conn.id(), error = %e, "client state update rejected");
-            let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+            session.state_rejected();
             return;
         }
     };
     if let Err(e) = A::validate_state(&value, StateSource::Client(conn)) {
         tracing::info!(id = conn.id(), error = %e, "client state update rejected");
-        let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+        session.state_rejected();
         return;
     }
     // What is stored and broadcast is the validated value, re-encoded: fields the state type
@@ -783,7 +980,7 @@ async fn client_state<A: Agent>(
         Ok(raw) => raw,
         Err(e) => {
             tracing::info!(id = conn.id(), error = %e, "client state update rejected");
-            let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+            session.state_rejected();
             return;
         }
     };
@@ -791,7 +988,7 @@ async fn client_state<A: Agent>(
     if let Err(e) = cx.commit_state(value, raw, Some(conn)) {
         let e: BoxError = Box::new(e);
         agent.on_error(cx, Some(conn), &e).await;
-        let _ = conn.send_text(ServerMessage::state_error_rejected().encode());
+        session.state_rejected();
     }
 }
 

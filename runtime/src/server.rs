@@ -4,6 +4,7 @@ use crate::accept::{self, Admit, Slot};
 use crate::agent::{Agent, BoxError};
 use crate::body::{response, Body};
 use crate::connection::Connection;
+use crate::handle::{AgentHandle, HandleError};
 use crate::instance::{Class, ClassImpl, Cmd, Env, Registry};
 use crate::origin::{self, OriginPolicy, Verdict};
 use crate::request::RequestBody;
@@ -168,7 +169,23 @@ impl ServerBuilder {
     /// Registers an agent class under `class_name` (routed at `/{prefix}/{kebab(class_name)}/…`
     /// and reported in the identity frame); `factory` makes the value of each instance from
     /// its name. Panics if two classes map to the same namespace.
-    pub fn agent<A, F>(mut self, class_name: &str, factory: F) -> Self
+    pub fn agent<A, F>(self, class_name: &str, factory: F) -> Self
+    where
+        A: Agent,
+        F: Fn(&str) -> A + Send + Sync + 'static,
+    {
+        self.agent_with_props(class_name, None, factory)
+    }
+
+    /// [`agent`](Self::agent) with props: every instance of the class starts with them
+    /// ([`Context::props`](crate::Context::props), read in [`Agent::on_start`]), unless it was
+    /// started through [`AgentHandle::start`](crate::AgentHandle::start) with its own.
+    pub fn agent_with_props<A, F>(
+        mut self,
+        class_name: &str,
+        props: impl Into<Option<serde_json::Value>>,
+        factory: F,
+    ) -> Self
     where
         A: Agent,
         F: Fn(&str) -> A + Send + Sync + 'static,
@@ -177,6 +194,7 @@ impl ServerBuilder {
         let class = ClassImpl::<A, F> {
             namespace: namespace.clone(),
             factory: Arc::new(factory),
+            props: props.into().map(Arc::new),
             _agent: std::marker::PhantomData,
         };
         let previous = self.classes.insert(namespace.clone(), Arc::new(class));
@@ -293,6 +311,9 @@ impl ServerBuilder {
             None => crate::schedule::Scheduler::memory(),
         };
         let (shutdown, _) = watch::channel(false);
+        let classes = Arc::new(crate::instance::Classes {
+            by_namespace: self.classes.clone(),
+        });
         Server {
             inner: Arc::new(Inner {
                 authorize: self.authorize,
@@ -305,6 +326,7 @@ impl ServerBuilder {
                     awake: Default::default(),
                     scheduler,
                     agent_runtime: self.agent_runtime,
+                    classes,
                 },
                 fallback: self.fallback,
                 origins: self.origins,
@@ -323,49 +345,32 @@ impl Server {
         ServerBuilder::default()
     }
 
-    /// Delivers `cmd` to the instance, starting it if needed; returns its queue. An instance
-    /// that exits (idle, no connections) between lookup and delivery is started again.
     async fn deliver(
         &self,
         class: &Arc<dyn Class>,
         name: &str,
-        mut cmd: Cmd,
+        cmd: Cmd,
     ) -> Option<mpsc::Sender<Cmd>> {
-        let key = (class.namespace().to_owned(), name.to_owned());
-        for _ in 0..8 {
-            let tx = {
-                let mut map = self.inner.env.registry.lock();
-                let tx = match map.get(&key) {
-                    Some(tx) if !tx.is_closed() => tx.clone(),
-                    _ => {
-                        let tx = class.spawn(name, self.inner.env.clone());
-                        map.insert(key.clone(), tx.clone());
-                        tx
-                    }
-                };
-                // Under the registry lock an idle instance cannot decide to exit meanwhile.
-                match tx.try_send(cmd) {
-                    Ok(()) => return Some(tx),
-                    Err(mpsc::error::TrySendError::Full(c)) => {
-                        crate::metrics::instance_queue_full();
-                        cmd = c;
-                        tx
-                    }
-                    Err(mpsc::error::TrySendError::Closed(c)) => {
-                        cmd = c;
-                        map.remove(&key);
-                        continue;
-                    }
-                }
-            };
-            // A full queue: wait for room outside the lock (the instance is busy, not exiting;
-            // if it exits anyway the send fails and the loop starts it again).
-            match tx.send(cmd).await {
-                Ok(()) => return Some(tx),
-                Err(e) => cmd = e.0,
-            }
-        }
-        None
+        crate::instance::deliver(&self.inner.env, class, name, cmd).await
+    }
+
+    /// A handle on the instance `name` of the class registered for the agent type `A` (the
+    /// reference's `getAgentByName`); fails when no class, or several, of that type are
+    /// registered (then see [`agent_in`](Self::agent_in)). Nothing starts until the handle is
+    /// used.
+    pub fn agent<A: Agent>(&self, name: &str) -> Result<AgentHandle<A>, HandleError> {
+        AgentHandle::lookup(&self.inner.env, None, name)
+    }
+
+    /// [`agent`](Self::agent) for the class registered as `class_name` (for an agent type
+    /// registered more than once).
+    pub fn agent_in<A: Agent>(
+        &self,
+        class_name: &str,
+        name: &str,
+    ) -> Result<AgentHandle<A>, HandleError> {
+        let ns = camel_case_to_kebab_case(class_name);
+        AgentHandle::lookup(&self.inner.env, Some(&ns), name)
     }
 
     /// Handles one request: the origin policy (see [`ServerBuilder::allowed_origins`]), then
@@ -496,6 +501,7 @@ impl Server {
             id,
             parts.uri.clone(),
             self.inner.env.limits.max_queued_bytes,
+            Arc::from(name),
         );
         // The socket's place under the connection cap goes with the WebSocket.
         let slot = parts.extensions.get::<Slot>().cloned();
@@ -569,6 +575,7 @@ impl Server {
                                 code: 1006,
                                 reason: String::new(),
                                 clean: false,
+                                error: None,
                             })
                             .await;
                     }

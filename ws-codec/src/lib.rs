@@ -98,6 +98,9 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod stream;
 
 #[doc(hidden)]
 pub mod fuzz;

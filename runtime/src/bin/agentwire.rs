@@ -235,6 +235,9 @@ limit_args! {
     sse_log_len: usize, "AGENTWIRE_SSE_LOG_LEN",
         "Events kept per SSE stream log [default: 1000]",
         |l, v| l.sse_log_len = v;
+    max_instance_tasks: usize, "AGENTWIRE_MAX_INSTANCE_TASKS",
+        "Most background tasks (deferred calls in flight) per agent instance [default: 1024]",
+        |l, v| l.max_instance_tasks = v;
     shutdown_grace: Dur, "AGENTWIRE_SHUTDOWN_GRACE",
         "How long a graceful shutdown waits for sockets and requests [default: 5s]",
         |l, v| l.shutdown_grace = v.0;

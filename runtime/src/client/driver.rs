@@ -12,6 +12,7 @@ use agentwire_protocol::{
     RpcId, ServerInbound, ServerMessage,
 };
 use agentwire_ws::handshake::{ClientHandshake, ClientOptions};
+use agentwire_ws::stream::WebSocketStream;
 use agentwire_ws::{CloseCode, ConnState, Connection as Ws, Event, Role};
 use bytes::BytesMut;
 use serde_json::Value;
@@ -22,9 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
-
-/// Bytes reserved for a read when the buffer has less room than that.
-const READ_CHUNK: usize = 8 * 1024;
 
 /// What the task needs from the builder.
 #[derive(Debug)]
@@ -325,29 +323,24 @@ impl Driver {
         }
     }
 
-    /// Runs one open connection until it ends.
-    async fn connection(
-        &mut self,
-        mut sock: TcpStream,
-        mut rbuf: BytesMut,
-        config: WsConfig,
-    ) -> End {
-        let mut ws = Ws::new(Role::Client, config, Instant::now());
+    /// Runs one open connection until it ends, on the shared driver
+    /// ([`WebSocketStream`](agentwire_ws::stream::WebSocketStream)).
+    async fn connection(&mut self, sock: TcpStream, rbuf: BytesMut, config: WsConfig) -> End {
+        let mut ws = WebSocketStream::new(sock, Role::Client, config);
         self.set_status(Status::Open);
         self.shared.emit(ClientEvent::Open);
         tracing::debug!("open");
         // What was sent while disconnected goes first, in order.
         for out in std::mem::take(&mut self.buffer) {
-            self.transmit(&mut ws, out);
+            self.transmit(ws.connection(), out);
         }
-        if !rbuf.is_empty() {
-            ws.handle_input(Instant::now(), &mut rbuf);
-        }
+        let mut ws = ws.with_leftover(&rbuf);
+        drop(rbuf);
         let mut awaiting_state = false;
         let mut received_close: Option<(u16, String)> = None;
         let mut client_close: Option<(u16, String)> = None;
-        let mut out = BytesMut::new();
         loop {
+            // events
             let mut finished = false;
             while let Some(ev) = ws.poll_event() {
                 match ev {
@@ -365,16 +358,9 @@ impl Driver {
                     _ => {}
                 }
             }
-            ws.poll_transmit_into(&mut out);
-            if !out.is_empty() {
-                let written = sock.write_all(&out).await;
-                out.clear();
-                if written.is_err() {
-                    ws.handle_eof(Instant::now());
-                    if !finished {
-                        continue; // collect the Closed event
-                    }
-                }
+            // transmits (a failed write ends the connection: collect its Closed event)
+            if ws.flush().await.is_err() && !finished {
+                continue;
             }
             if finished {
                 return match client_close {
@@ -386,18 +372,10 @@ impl Driver {
                     }
                 };
             }
-            let deadline = match (ws.poll_timeout(), self.calls.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if rbuf.capacity() - rbuf.len() < 1024 {
-                rbuf.reserve(READ_CHUNK);
-            }
+            // input and the socket's timers, commands, the calls' timers
+            let deadline = self.calls.poll_timeout();
             tokio::select! {
-                r = sock.read_buf(&mut rbuf) => match r {
-                    Ok(0) | Err(_) => ws.handle_eof(Instant::now()),
-                    Ok(_) => ws.handle_input(Instant::now(), &mut rbuf),
-                },
+                () = ws.read() => {}
                 cmd = self.cmds.recv(), if client_close.is_none() => match cmd {
                     Some(Cmd::Close { code, reason }) => {
                         client_close = Some(close(&mut ws, code, reason));
@@ -405,11 +383,10 @@ impl Driver {
                     None => {
                         client_close = Some(close(&mut ws, CloseCode::NORMAL.0, String::new()));
                     }
-                    Some(Cmd::Out(out)) => self.transmit(&mut ws, out),
+                    Some(Cmd::Out(out)) => self.transmit(ws.connection(), out),
                 },
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
-                    ws.handle_timeout(now);
                     self.calls.handle_timeout(now);
                     while let Some(ev) = self.calls.poll_event() {
                         let after = match &ev {
@@ -517,7 +494,7 @@ impl Driver {
 }
 
 /// Starts the close handshake; an invalid code becomes `1000`.
-fn close(ws: &mut Ws, code: u16, reason: String) -> (u16, String) {
+fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: String) -> (u16, String) {
     let code = if CloseCode(code).is_valid_on_wire() {
         code
     } else {
@@ -528,9 +505,9 @@ fn close(ws: &mut Ws, code: u16, reason: String) -> (u16, String) {
         end -= 1;
     }
     let reason = reason[..end].to_owned();
-    if ws.close(Instant::now(), CloseCode(code), &reason).is_err() {
+    if ws.close(CloseCode(code), &reason).is_err() {
         // Already closing: the connection ends on its own.
-        ws.handle_eof(Instant::now());
+        ws.abort();
     }
     (code, reason)
 }

@@ -2,7 +2,8 @@
 //! alone, `agentwire serve` with the other demo agents), at `/agents/counter-agent/{name}`.
 //!
 //! State `{"count":0}`, writable by clients; callables `increment`, `add`, `echo`, `nothing`,
-//! `fail`, `countdown` (streaming), `streamFail`, `disconnect`, `shout` (broadcast), `whoami`,
+//! `fail`, `countdown` (streaming), `slow(ms)` (answers `ms` after waiting that long, without
+//! holding the instance), `streamFail`, `disconnect`, `shout` (broadcast), `whoami`,
 //! `memo`, `setConnState`, `scheduleIncrement(seconds, by)` (a persisted schedule that runs
 //! `increment(by)`), `schedules` and `notExposed`; query flags `?readonly=1`, `?protocol=0` and
 //! `?tag=`; HTTP `…/status` (JSON) and `…/sse` (five ticks then `done`, on every request:
@@ -80,6 +81,9 @@ impl<'de> Deserialize<'de> for CounterState {
 
 /// Most steps of `countdown(n)` (inputs are bounded: a hook's loop runs on the instance).
 pub const MAX_COUNTDOWN: i64 = 10_000;
+
+/// Longest wait of `slow(ms)` (a minute).
+pub const MAX_SLOW_MS: u64 = 60_000;
 
 /// The test contract agent. Its fields are in memory only: they are fresh after every
 /// (re)start.
@@ -316,6 +320,20 @@ impl Agent for CounterAgent {
                 Reply::json(&s.id)
             }
             "schedules" => Reply::json(&cx.schedules().map_err(RpcError::new)?),
+            // Waits `ms` milliseconds as an upstream call would, without holding the instance:
+            // the reply is deferred and sent by a task, while other events go on.
+            "slow" => {
+                let ms: u64 = call.arg_or(0, 1000)?;
+                if ms > MAX_SLOW_MS {
+                    return Err(RpcError::new(format!("slow takes 0 to {MAX_SLOW_MS} ms")));
+                }
+                let reply = call.defer();
+                cx.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    reply.finish(Reply::json(&ms));
+                })?;
+                Ok(Reply::deferred())
+            }
             "notExposed" => Err(RpcError::NotCallable),
             _ => Err(RpcError::NoSuchMethod),
         }

@@ -107,7 +107,7 @@ impl Agent for TestAgent {
         _req: &http::request::Parts,
     ) -> Result<(), agentwire::Reject> {
         if conn.uri().query().unwrap_or("").contains("deny=1") {
-            return Err(agentwire::Reject::Close(4001, "denied".into()));
+            return Err(agentwire::Reject::Close(4001.into(), "denied".into()));
         }
         if conn.uri().query().unwrap_or("").contains("auth=no") {
             return Err(agentwire::Reject::Http(response::text(
