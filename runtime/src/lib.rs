@@ -200,7 +200,7 @@
 //! }
 //! ```
 //!
-//! (`agentwire serve` runs one that keeps the files: [`demo::files::FilesAgent`].)
+//! (`agentwire serve` runs one that keeps the files: `demo::files::FilesAgent`, feature `demo`.)
 //!
 //! **CORS and the `Origin` policy.** One policy for the server,
 //! [`ServerBuilder::allowed_origins`]: preflights from the listed origins are answered by the
@@ -302,6 +302,7 @@ pub mod body;
 #[cfg(feature = "client")]
 pub mod client;
 mod connection;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod instance;
 pub mod metrics;
@@ -310,7 +311,10 @@ pub mod request;
 mod server;
 pub mod sse;
 mod store;
+#[cfg(feature = "cli")]
 pub mod tail;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod ws;
 
 pub use accept::BodyTimeout;

@@ -61,6 +61,7 @@
 //! are logged at `debug` in an `agent_client{url}` span; unparsable state frames at `warn`.
 
 mod driver;
+mod transport;
 mod url;
 
 use crate::Message;
@@ -294,6 +295,8 @@ pub struct AgentClientBuilder {
     event_capacity: usize,
     #[cfg(feature = "deflate")]
     deflate: Option<crate::DeflateConfig>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AgentClientBuilder {
@@ -361,13 +364,23 @@ impl AgentClientBuilder {
         self
     }
 
+    /// The TLS configuration for `wss://` URLs (feature `tls`; default:
+    /// [`crate::tls::client_config`], Mozilla's roots). Use
+    /// [`crate::tls::client_config_with_roots`] to trust a private CA.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Starts the client: returns at once; the connection is made by a background task (so
     /// this must run inside a tokio runtime). Await [`AgentClient::ready`] before relying on
     /// the state; calls made earlier are buffered until the socket opens.
     pub fn build(self) -> Result<AgentClient, ClientError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
         let id = self.id.unwrap_or_else(url::uuid_v4);
-        let target = url::target(
+        #[allow(unused_mut)]
+        let mut target = url::target(
             &self.base,
             &self.prefix,
             &self.agent,
@@ -375,6 +388,10 @@ impl AgentClientBuilder {
             &id,
             &self.query,
         )?;
+        #[cfg(feature = "tls")]
+        if let (Some(config), Some(_)) = (self.tls, &target.tls) {
+            target.tls = Some(config);
+        }
         let (events, first) = broadcast::channel(self.event_capacity);
         let shared = Arc::new(Shared {
             id,
@@ -501,7 +518,8 @@ pub struct AgentClient {
 impl AgentClient {
     /// Options for a client of instance `name` of agent class `agent` (a class name such as
     /// `CounterAgent` or its namespace `counter-agent`) on the server at `base`
-    /// (`ws://host:port`, `http://host:port` or `host:port`).
+    /// (`ws://host:port`, `http://host:port` or `host:port`; `wss://host` or `https://host`
+    /// with the feature `tls`).
     pub fn builder(
         base: impl Into<String>,
         agent: impl Into<String>,
@@ -522,6 +540,8 @@ impl AgentClient {
             event_capacity: 1024,
             #[cfg(feature = "deflate")]
             deflate: Some(crate::DeflateConfig::default()),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
