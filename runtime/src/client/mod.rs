@@ -604,6 +604,44 @@ impl AgentClient {
             .unwrap_or_else(|| self.shared.events.subscribe())
     }
 
+    /// [`events`](Self::events) as a `futures_core::Stream`: every event in order; an
+    /// `Err(Lagged)` item says how many were dropped because this reader fell more than
+    /// [`AgentClientBuilder::event_capacity`] behind. Ends when the client is gone.
+    pub fn event_stream(&self) -> ClientEvents {
+        let rx = self.events();
+        ClientEvents(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(ev) => Some((Ok(ev), rx)),
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    Some((Err(Lagged { skipped }), rx))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })))
+    }
+
+    /// [`subscribe_state`](Self::subscribe_state) as a `futures_core::Stream`: the current
+    /// state first (if there is one), then each change (a slow reader sees the latest, not
+    /// every one). Ends when the client is gone.
+    pub fn state_stream(&self) -> StateChanges {
+        let rx = self.subscribe_state();
+        StateChanges(Box::pin(futures_util::stream::unfold(
+            (rx, true),
+            |(mut rx, first)| async move {
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(update) = current {
+                        return Some((update, (rx, false)));
+                    }
+                    rx.changed().await.ok()?;
+                }
+            },
+        )))
+    }
+
     /// The connection status now.
     pub fn status(&self) -> Status {
         self.shared.status.borrow().clone()
@@ -768,7 +806,60 @@ fn gone() -> CloseInfo {
     }
 }
 
-/// A streaming call in progress ([`AgentClient::call_stream`]).
+/// Events dropped for a reader that fell behind ([`AgentClient::event_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{skipped} client events dropped: the reader fell behind")]
+pub struct Lagged {
+    /// How many events were dropped.
+    pub skipped: u64,
+}
+
+/// Every [`ClientEvent`] as a `Stream` ([`AgentClient::event_stream`]).
+pub struct ClientEvents(
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<ClientEvent, Lagged>> + Send>>,
+);
+
+impl std::fmt::Debug for ClientEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientEvents").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for ClientEvents {
+    type Item = Result<ClientEvent, Lagged>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+/// The state and its changes as a `Stream` ([`AgentClient::state_stream`]).
+pub struct StateChanges(
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = StateUpdate> + Send>>,
+);
+
+impl std::fmt::Debug for StateChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateChanges").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for StateChanges {
+    type Item = StateUpdate;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<StateUpdate>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+/// A streaming call in progress ([`AgentClient::call_stream`]). Also a `futures_core::Stream`
+/// of the chunks (the same as [`next_chunk`](Self::next_chunk)).
 #[derive(Debug)]
 pub struct CallStream {
     rx: mpsc::UnboundedReceiver<StreamMsg>,
@@ -800,5 +891,31 @@ impl CallStream {
     pub async fn finish(mut self) -> Result<Value, CallError> {
         while self.next_chunk().await.is_some() {}
         self.end.unwrap_or(Err(CallError::ConnectionClosed))
+    }
+}
+
+impl futures_core::Stream for CallStream {
+    type Item = Value;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Value>> {
+        use std::task::Poll;
+        if self.end.is_some() {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(StreamMsg::Chunk(v))) => Poll::Ready(Some(v)),
+            Poll::Ready(Some(StreamMsg::End(r))) => {
+                self.end = Some(r);
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.end = Some(Err(CallError::ConnectionClosed));
+                Poll::Ready(None)
+            }
+        }
     }
 }
