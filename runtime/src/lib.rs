@@ -331,6 +331,9 @@ pub use server::{AgentRequest, Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 
 pub use agentwire_protocol as protocol;
+/// The SQLite bindings of [`Context::sql`] and [`StoreError`], re-exported so that agents use
+/// the same version.
+pub use rusqlite;
 /// The permessage-deflate policy of [`Limits::deflate`].
 #[cfg(feature = "deflate")]
 pub use agentwire_ws::deflate::DeflateConfig;
