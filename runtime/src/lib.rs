@@ -69,12 +69,30 @@
 //!   in axum (`Router::new().route(...).fallback_service(server)`) or any tower/hyper stack.
 //!   Give it the full, unstripped path (it matches the prefix itself; avoid `nest_service`).
 //!   WebSocket upgrades work wherever hyper's upgrade extension is present (axum's `serve`
-//!   and hyper-util's servers with upgrades enabled).
+//!   and hyper-util's servers with upgrades enabled); without it an upgrade is answered `500`
+//!   with a message (never a `101` on a connection that cannot be handed over).
+//!   `examples/axum_app.rs` mounts it beside an app's own routes, with shared state and one
+//!   graceful shutdown (`Server::shutdown` in axum's shutdown signal).
+//! * [`Server::serve_tls`] / [`Server::serve_tls_with_shutdown`] (feature `tls`): the same
+//!   over rustls; [`tls`] builds the configurations (PEM files, Mozilla's roots for clients).
 //! * [`Server::handle`] answers one request.
 //!
 //! Each WebSocket is driven by its own task around the Sans-IO `agentwire-ws` machine (read →
 //! `handle_input` → events → the instance; the connection's queue → frames → vectored writes;
 //! `poll_timeout` → timer); each instance is one task that handles its events one at a time.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `deflate` | on | permessage-deflate ([`Limits::deflate`]) |
+//! | `client` | off | `agentwire::client`: the Rust `AgentClient` (its `CallStream`, events and state are also `futures_core::Stream`s) |
+//! | `tls` | off (on with `cli`) | rustls: `wss://` for the client, `https://` for `tail`, `Server::serve_tls`, the `tls` module |
+//! | `demo` | off (on with `cli`) | `agentwire::demo`: the demo agents of `agentwire serve` |
+//! | `cli` | on | the `agentwire` command and `agentwire::tail`; tokio's multi-threaded runtime and signals |
+//!
+//! A library user sets `default-features = false` (and picks `deflate`, `client`, `tls`): the
+//! library then needs only tokio's `rt`, `net`, `io-util`, `time`, `sync`, `fs` and `macros`.
 //!
 //! # The model
 //!
@@ -331,13 +349,13 @@ pub use server::{AgentRequest, Server, ServerBuilder};
 pub use store::{Storage, StoreError, StoredEvent};
 
 pub use agentwire_protocol as protocol;
-/// The SQLite bindings of [`Context::sql`] and [`StoreError`], re-exported so that agents use
-/// the same version.
-pub use rusqlite;
 /// The permessage-deflate policy of [`Limits::deflate`].
 #[cfg(feature = "deflate")]
 pub use agentwire_ws::deflate::DeflateConfig;
 pub use agentwire_ws::Config as WsConfig;
+/// The SQLite bindings of [`Context::sql`] and [`StoreError`], re-exported so that agents use
+/// the same version.
+pub use rusqlite;
 
 use std::time::Duration;
 

@@ -692,7 +692,10 @@ async fn call_state_and_event_streams_are_streams() {
     assert_eq!(first.source, UpdateSource::Server);
     within("increment", c.call("increment", [4])).await.unwrap();
     let next = within("a change", states.next()).await.unwrap();
-    assert_eq!(next.state["count"], first.state["count"].as_i64().unwrap() + 4);
+    assert_eq!(
+        next.state["count"],
+        first.state["count"].as_i64().unwrap() + 4
+    );
 
     // the event stream starts with everything since `build`: the open, then the frames
     let open = within("an event", events.next()).await.unwrap().unwrap();

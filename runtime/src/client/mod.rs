@@ -609,15 +609,18 @@ impl AgentClient {
     /// [`AgentClientBuilder::event_capacity`] behind. Ends when the client is gone.
     pub fn event_stream(&self) -> ClientEvents {
         let rx = self.events();
-        ClientEvents(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Ok(ev) => Some((Ok(ev), rx)),
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    Some((Err(Lagged { skipped }), rx))
+        ClientEvents(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                match rx.recv().await {
+                    Ok(ev) => Some((Ok(ev), rx)),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        Some((Err(Lagged { skipped }), rx))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
                 }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })))
+            },
+        )))
     }
 
     /// [`subscribe_state`](Self::subscribe_state) as a `futures_core::Stream`: the current
@@ -837,9 +840,7 @@ impl futures_core::Stream for ClientEvents {
 }
 
 /// The state and its changes as a `Stream` ([`AgentClient::state_stream`]).
-pub struct StateChanges(
-    std::pin::Pin<Box<dyn futures_core::Stream<Item = StateUpdate> + Send>>,
-);
+pub struct StateChanges(std::pin::Pin<Box<dyn futures_core::Stream<Item = StateUpdate> + Send>>);
 
 impl std::fmt::Debug for StateChanges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
