@@ -396,7 +396,22 @@ impl Limits {
 }
 
 /// Limits and timeouts of a [`Server`]; see the table in the crate docs.
+///
+/// Start from [`Limits::default`] and change what differs, with the `with_*` setters or by
+/// assigning the public fields (the struct is `#[non_exhaustive]`: new limits can be added
+/// without breaking callers):
+///
+/// ```
+/// use agentwire::Limits;
+/// use std::time::Duration;
+///
+/// let limits = Limits::default()
+///     .with_idle_timeout(Some(Duration::from_secs(60)))
+///     .with_max_request_body(8 << 20);
+/// assert_eq!(limits.max_request_body, 8 << 20);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     /// Bytes of outbound messages a connection may have queued before it is closed with
     /// `1008` (a client that stopped reading). Default 16 MiB.
@@ -473,4 +488,39 @@ impl Default for Limits {
             deflate: None,
         }
     }
+}
+
+macro_rules! setters {
+    ($($(#[$cfg:meta])* $field:ident / $name:ident: $ty:ty;)*) => {
+        impl Limits {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                $(#[$cfg])*
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    max_queued_bytes / with_max_queued_bytes: usize;
+    instance_queue / with_instance_queue: usize;
+    max_request_body / with_max_request_body: usize;
+    idle_timeout / with_idle_timeout: Option<Duration>;
+    ws / with_ws: WsConfig;
+    max_tags / with_max_tags: usize;
+    sse_log_len / with_sse_log_len: usize;
+    shutdown_grace / with_shutdown_grace: Duration;
+    request_head_timeout / with_request_head_timeout: Duration;
+    max_request_head / with_max_request_head: usize;
+    request_body_timeout / with_request_body_timeout: Duration;
+    keep_alive_timeout / with_keep_alive_timeout: Duration;
+    ws_write_timeout / with_ws_write_timeout: Duration;
+    max_connections / with_max_connections: Option<usize>;
+    max_open_instances / with_max_open_instances: Option<usize>;
+    #[cfg(feature = "deflate")]
+    deflate / with_deflate: Option<DeflateConfig>;
 }
