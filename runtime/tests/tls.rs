@@ -2,6 +2,8 @@
 //! client over `wss://` and `tail` over `https://`, both trusting only that certificate.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
 use agentwire::client::AgentClient;
 use agentwire::tls::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -105,4 +107,60 @@ async fn default_roots_refuse_a_self_signed_certificate() {
         .await
         .expect("fails in time");
     assert!(res.is_err());
+}
+
+/// The command: `agentwire serve --tls-cert --tls-key` with PEM files written here, and
+/// `agentwire tail --ca-cert` following the demo counter's SSE route over `https://`.
+#[test]
+fn serve_and_tail_commands_over_tls() {
+    use std::io::BufRead;
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("agentwire-tls-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_pem, key.cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.signing_key.serialize_pem()).unwrap();
+
+    let serve = raw::Serve::start(
+        "tls",
+        &[
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    let url = format!(
+        "https://localhost:{}/agents/counter-agent/x/sse",
+        serve.addr.port()
+    );
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_agentwire"))
+        .args(["tail", "--ca-cert", cert_pem.to_str().unwrap(), &url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(tail.stdout.take().unwrap());
+    // Five ticks, then `done` (the process is killed below; a failure shows up as EOF here).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().take(6) {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut lines = Vec::new();
+    while lines.len() < 6 {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => lines.push(serde_json::from_str::<serde_json::Value>(&line).unwrap()),
+            Err(e) => panic!("tail printed {lines:?}, then {e}"),
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(lines[0]["type"], "tick");
+    assert_eq!(lines[0]["lastEventId"], "1");
+    assert_eq!(lines[5]["type"], "done");
+    assert_eq!(lines[5]["data"], "bye");
 }
