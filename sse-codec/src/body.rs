@@ -5,7 +5,9 @@
 //! events that are ready together go out in one chunk, and while the stream is idle a
 //! keep-alive comment (`:\n`) is written every [`DEFAULT_KEEP_ALIVE`] (15 s) so that proxies
 //! and load balancers keep the connection open. [`response`] adds the headers of an event
-//! stream; [`last_event_id`] reads the header a reconnecting client sends.
+//! stream; [`last_event_id`] reads the header a reconnecting client sends. A stream that can
+//! fail (a model call that errors) goes in with [`SseBody::try_new`]: the events before the
+//! error are sent, then the response is aborted so that the client reconnects.
 //!
 //! It works with any server built on `http_body` — hyper, axum, tower stacks. In axum a
 //! handler returns the response as it is:
@@ -40,7 +42,6 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http_body::{Body, Frame, SizeHint};
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -206,7 +207,39 @@ impl SseEvent {
     }
 }
 
-type BoxStream = Pin<Box<dyn Stream<Item = SseEvent> + Send>>;
+/// The error type of [`SseBody`]: what a fallible stream ([`SseBody::try_new`]) failed with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type BoxStream = Pin<Box<dyn Stream<Item = Result<SseEvent, BoxError>> + Send>>;
+
+/// Adapts an infallible stream of events.
+struct Infallibly<S>(Pin<Box<S>>);
+
+impl<S: Stream<Item = SseEvent>> Stream for Infallibly<S> {
+    type Item = Result<SseEvent, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx).map(|ev| ev.map(Ok))
+    }
+}
+
+/// Adapts a fallible stream of events.
+struct Fallibly<S>(Pin<Box<S>>);
+
+impl<S, E> Stream for Fallibly<S>
+where
+    S: Stream<Item = Result<SseEvent, E>>,
+    E: Into<BoxError>,
+{
+    type Item = Result<SseEvent, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0
+            .as_mut()
+            .poll_next(cx)
+            .map(|ev| ev.map(|r| r.map_err(Into::into)))
+    }
+}
 
 /// A `Stream` of [`SseEvent`]s as an `http_body::Body` (see the [module docs](self)).
 ///
@@ -214,6 +247,8 @@ type BoxStream = Pin<Box<dyn Stream<Item = SseEvent> + Send>>;
 /// which is how a producer notices: a channel's sender sees its receiver closed.
 pub struct SseBody {
     events: Option<BoxStream>,
+    /// An error from a fallible stream, returned after the events before it are sent.
+    error: Option<BoxError>,
     keep_alive: Option<Duration>,
     /// Armed on the first poll (so that a body can be built outside a runtime).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -235,8 +270,24 @@ impl SseBody {
     where
         S: Stream<Item = SseEvent> + Send + 'static,
     {
+        Self::from_boxed(Box::pin(Infallibly(Box::pin(events))))
+    }
+
+    /// A body streaming fallible `events`: the events before an error are sent, then the body
+    /// fails with it (the server aborts the response, so the client sees a broken stream and
+    /// reconnects with its `Last-Event-ID`, as after any cut).
+    pub fn try_new<S, E>(events: S) -> Self
+    where
+        S: Stream<Item = Result<SseEvent, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        Self::from_boxed(Box::pin(Fallibly(Box::pin(events))))
+    }
+
+    fn from_boxed(events: BoxStream) -> Self {
         Self {
-            events: Some(Box::pin(events)),
+            events: Some(events),
+            error: None,
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             timer: None,
             buf: BytesMut::new(),
@@ -270,20 +321,25 @@ impl SseBody {
 
 impl Body for SseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let Some(events) = &mut this.events else {
-            return Poll::Ready(None);
+            return Poll::Ready(this.error.take().map(Err));
         };
         let mut ended = false;
         while this.buf.len() < MAX_CHUNK {
             match events.as_mut().poll_next(cx) {
-                Poll::Ready(Some(ev)) => ev.encode(&mut this.buf),
+                Poll::Ready(Some(Ok(ev))) => ev.encode(&mut this.buf),
+                Poll::Ready(Some(Err(e))) => {
+                    this.error = Some(e);
+                    ended = true;
+                    break;
+                }
                 Poll::Ready(None) => {
                     ended = true;
                     break;
@@ -300,7 +356,7 @@ impl Body for SseBody {
             return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
         }
         if ended {
-            return Poll::Ready(None);
+            return Poll::Ready(this.error.take().map(Err));
         }
         if this.timer.is_none() {
             this.rearm();
@@ -321,7 +377,7 @@ impl Body for SseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.events.is_none() && self.buf.is_empty()
+        self.events.is_none() && self.buf.is_empty() && self.error.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -389,6 +445,28 @@ mod tests {
         );
         drop(tx);
         assert_eq!(next(&mut body), Poll::Ready(None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_stream_sends_what_came_before_then_fails() {
+        let evs: Vec<Result<SseEvent, std::io::Error>> = vec![
+            Ok(SseEvent::data("a")),
+            Err(std::io::Error::other("model failed")),
+            Ok(SseEvent::data("never")),
+        ];
+        let mut body = SseBody::try_new(futures_util::stream::iter(evs));
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(
+            matches!(&first, Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(|d| &d[..] == b"data: a\n\n"))
+        );
+        let second = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(&second, Poll::Ready(Some(Err(e))) if e.to_string() == "model failed"));
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert!(body.is_end_stream());
     }
 
     #[test]
