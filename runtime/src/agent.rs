@@ -40,6 +40,7 @@ pub struct SocketError {
 
 /// Why [`Agent::on_connect`] refused a connection.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Reject {
     /// Accept the WebSocket, then close it at once with this code and reason (use `1008` or
     /// `4000`–`4999` to stop the reference client from reconnecting).
@@ -570,6 +571,7 @@ impl Reply {
 
 /// A failed call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// `Method {name} does not exist`.
     #[error("method does not exist")]
@@ -647,6 +649,7 @@ impl From<TooManyTasks> for RpcError {
 
 /// A refused [`Context::set_state`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     /// The call is handling an RPC of a readonly connection: `Connection is readonly`.
     #[error("Connection is readonly")]

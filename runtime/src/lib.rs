@@ -69,12 +69,30 @@
 //!   in axum (`Router::new().route(...).fallback_service(server)`) or any tower/hyper stack.
 //!   Give it the full, unstripped path (it matches the prefix itself; avoid `nest_service`).
 //!   WebSocket upgrades work wherever hyper's upgrade extension is present (axum's `serve`
-//!   and hyper-util's servers with upgrades enabled).
+//!   and hyper-util's servers with upgrades enabled); without it an upgrade is answered `500`
+//!   with a message (never a `101` on a connection that cannot be handed over).
+//!   `examples/axum_app.rs` mounts it beside an app's own routes, with shared state and one
+//!   graceful shutdown (`Server::shutdown` in axum's shutdown signal).
+//! * [`Server::serve_tls`] / [`Server::serve_tls_with_shutdown`] (feature `tls`): the same
+//!   over rustls; [`tls`] builds the configurations (PEM files, Mozilla's roots for clients).
 //! * [`Server::handle`] answers one request.
 //!
 //! Each WebSocket is driven by its own task around the Sans-IO `agentwire-ws` machine (read →
 //! `handle_input` → events → the instance; the connection's queue → frames → vectored writes;
 //! `poll_timeout` → timer); each instance is one task that handles its events one at a time.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `deflate` | on | permessage-deflate ([`Limits::deflate`]) |
+//! | `client` | off | `agentwire::client`: the Rust `AgentClient` (its `CallStream`, events and state are also `futures_core::Stream`s) |
+//! | `tls` | off (on with `cli`) | rustls: `wss://` for the client, `https://` for `tail`, `Server::serve_tls`, the `tls` module |
+//! | `demo` | off (on with `cli`) | `agentwire::demo`: the demo agents of `agentwire serve` |
+//! | `cli` | on | the `agentwire` command and `agentwire::tail`; tokio's multi-threaded runtime and signals |
+//!
+//! A library user sets `default-features = false` (and picks `deflate`, `client`, `tls`): the
+//! library then needs only tokio's `rt`, `net`, `io-util`, `time`, `sync`, `fs` and `macros`.
 //!
 //! # The model
 //!
@@ -295,7 +313,7 @@
 //! }
 //! ```
 //!
-//! (`agentwire serve` runs one that keeps the files: [`demo::files::FilesAgent`].)
+//! (`agentwire serve` runs one that keeps the files: `demo::files::FilesAgent`, feature `demo`.)
 //!
 //! **CORS and the `Origin` policy.** One policy for the server,
 //! [`ServerBuilder::allowed_origins`]: preflights from the listed origins are answered by the
@@ -397,6 +415,7 @@ pub mod body;
 #[cfg(feature = "client")]
 pub mod client;
 mod connection;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod handle;
 mod instance;
@@ -407,7 +426,10 @@ pub mod schedule;
 mod server;
 pub mod sse;
 mod store;
+#[cfg(feature = "cli")]
 pub mod tail;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod ws;
 
 pub use accept::BodyTimeout;
@@ -431,6 +453,9 @@ pub use agentwire_protocol as protocol;
 #[cfg(feature = "deflate")]
 pub use agentwire_ws::deflate::DeflateConfig;
 pub use agentwire_ws::Config as WsConfig;
+/// The SQLite bindings of [`Context::sql`] and [`StoreError`], re-exported so that agents use
+/// the same version.
+pub use rusqlite;
 
 use std::time::Duration;
 
@@ -471,7 +496,22 @@ impl Limits {
 }
 
 /// Limits and timeouts of a [`Server`]; see the table in the crate docs.
+///
+/// Start from [`Limits::default`] and change what differs, with the `with_*` setters or by
+/// assigning the public fields (the struct is `#[non_exhaustive]`: new limits can be added
+/// without breaking callers):
+///
+/// ```
+/// use agentwire::Limits;
+/// use std::time::Duration;
+///
+/// let limits = Limits::default()
+///     .with_idle_timeout(Some(Duration::from_secs(60)))
+///     .with_max_request_body(8 << 20);
+/// assert_eq!(limits.max_request_body, 8 << 20);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     /// Bytes of outbound messages a connection may have queued before it is closed with
     /// `1008` (a client that stopped reading). Default 16 MiB.
@@ -552,4 +592,40 @@ impl Default for Limits {
             deflate: None,
         }
     }
+}
+
+macro_rules! setters {
+    ($($(#[$cfg:meta])* $field:ident / $name:ident: $ty:ty;)*) => {
+        impl Limits {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                $(#[$cfg])*
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    max_queued_bytes / with_max_queued_bytes: usize;
+    instance_queue / with_instance_queue: usize;
+    max_request_body / with_max_request_body: usize;
+    idle_timeout / with_idle_timeout: Option<Duration>;
+    ws / with_ws: WsConfig;
+    max_tags / with_max_tags: usize;
+    sse_log_len / with_sse_log_len: usize;
+    shutdown_grace / with_shutdown_grace: Duration;
+    request_head_timeout / with_request_head_timeout: Duration;
+    max_request_head / with_max_request_head: usize;
+    request_body_timeout / with_request_body_timeout: Duration;
+    keep_alive_timeout / with_keep_alive_timeout: Duration;
+    ws_write_timeout / with_ws_write_timeout: Duration;
+    max_connections / with_max_connections: Option<usize>;
+    max_open_instances / with_max_open_instances: Option<usize>;
+    max_instance_tasks / with_max_instance_tasks: usize;
+    #[cfg(feature = "deflate")]
+    deflate / with_deflate: Option<DeflateConfig>;
 }

@@ -31,6 +31,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+/// The answer to a WebSocket upgrade that the hosting server cannot hand over.
+const NO_UPGRADE: &str = "WebSocket upgrade unavailable: the HTTP server hosting this service \
+    does not support connection upgrades (serve it with hyper's `with_upgrades()` or axum::serve)";
+
 type Authorize = Arc<
     dyn Fn(AgentRequest) -> Pin<Box<dyn Future<Output = Result<(), Response<Body>>> + Send>>
         + Send
@@ -447,7 +451,13 @@ impl Server {
             }
         }
         if upgrade {
-            let on_upgrade = hyper::upgrade::on(&mut req);
+            // Without hyper's upgrade extension the socket can never be handed over: answering
+            // `101` would leave the client with a dead connection.
+            let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
+            else {
+                tracing::warn!("websocket upgrade without hyper's upgrade extension");
+                return response::text(StatusCode::INTERNAL_SERVER_ERROR, NO_UPGRADE);
+            };
             let (parts, _body) = req.into_parts();
             return self.upgrade(parts, query, class, &name, on_upgrade).await;
         }
@@ -607,6 +617,43 @@ impl Server {
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
+        self.serve_inner(listener, signal, None).await
+    }
+
+    /// [`serve`](Self::serve) over TLS (feature `tls`): HTTPS and `wss://`. Each connection's
+    /// handshake runs in its own task, bounded by [`Limits::request_head_timeout`]; the
+    /// connection cap counts TLS connections as any other. `config` is a rustls server
+    /// configuration, e.g. from [`crate::tls::server_config_from_pem`] (which offers ALPN
+    /// `http/1.1`).
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<()> {
+        self.serve_tls_with_shutdown(listener, config, std::future::pending())
+            .await
+    }
+
+    /// [`serve_with_shutdown`](Self::serve_with_shutdown) over TLS (feature `tls`); see
+    /// [`serve_tls`](Self::serve_tls).
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls_with_shutdown(
+        self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        signal: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        self.serve_inner(listener, signal, Some(acceptor)).await
+    }
+
+    async fn serve_inner(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send,
+        tls: Option<Acceptor>,
+    ) -> std::io::Result<()> {
         let limits = &self.inner.env.limits;
         let cap = limits.connections_cap();
         self.start_schedules();
@@ -619,7 +666,7 @@ impl Server {
                     Ok((stream, peer)) => match self.inner.conns.admit(cap) {
                         Admit::Serve(slot) => {
                             let _ = stream.set_nodelay(true);
-                            self.spawn_http(stream, peer, slot);
+                            self.spawn_http(stream, tls.clone(), peer, slot);
                         }
                         Admit::Refuse(slot) => {
                             tracing::warn!(%peer, open = self.inner.conns.open(), cap, "connection cap reached; answering 503");
@@ -694,78 +741,115 @@ impl Server {
         let _ = tokio::time::timeout(self.inner.env.limits.shutdown_grace, wait).await;
     }
 
-    fn spawn_http(&self, stream: TcpStream, peer: std::net::SocketAddr, slot: Slot) {
+    fn spawn_http(
+        &self,
+        stream: TcpStream,
+        tls: Option<Acceptor>,
+        peer: std::net::SocketAddr,
+        slot: Slot,
+    ) {
         let server = self.clone();
         let guard = self.inner.tasks.enter();
-        let mut shutdown = self.inner.shutdown.subscribe();
         let limits = &self.inner.env.limits;
+        let head_timeout = limits.request_head_timeout;
+        let span = tracing::info_span!("http", %peer);
+        let task = async move {
+            let _guard = guard;
+            match tls {
+                // Plain connections are served as `TokioIo<TcpStream>`, the type a WebSocket
+                // upgrade downcasts to in order to own the socket.
+                None => {
+                    server
+                        .serve_connection(TokioIo::new(stream), peer, slot)
+                        .await
+                }
+                #[cfg(feature = "tls")]
+                Some(acceptor) => {
+                    match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => server.serve_connection(TokioIo::new(tls), peer, slot).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                    }
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => {
+                    let _ = head_timeout;
+                    match never {}
+                }
+            }
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+    }
+
+    /// Serves one HTTP/1.1 connection (with upgrades) until it ends, the server shuts down,
+    /// it idles past the keep-alive timeout or the connection cap sheds it.
+    async fn serve_connection<S>(self, io: TokioIo<S>, peer: std::net::SocketAddr, slot: Slot)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let server = self;
+        let mut shutdown = server.inner.shutdown.subscribe();
+        let limits = &server.inner.env.limits;
         let (keep_alive, body_timeout) = (limits.keep_alive_timeout, limits.request_body_timeout);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.request_head_timeout)
             .max_buf_size(limits.max_request_head.max(8192));
-        let span = tracing::info_span!("http", %peer);
-        let task = async move {
-            let _guard = guard;
-            let ctl = slot.ctl().clone();
-            let svc_slot = slot.clone();
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let server = server.clone();
-                let busy = svc_slot.request();
-                let slot = svc_slot.clone();
-                let span =
-                    tracing::info_span!("request", method = %req.method(), path = req.uri().path());
-                let fut = async move {
-                    let mut req = req.map(|b| accept::Progress::new(b, body_timeout));
-                    // an upgraded socket keeps its place under the cap
-                    req.extensions_mut().insert(slot);
-                    let resp = server.handle(req).await;
-                    tracing::debug!(status = resp.status().as_u16(), "response");
-                    Ok::<_, Infallible>(resp.map(|inner| accept::Tracked {
-                        inner,
-                        _busy: Some(busy),
-                    }))
-                };
-                tracing::Instrument::instrument(fut, span)
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            slot.mark_idle();
-            let mut closing = false;
-            loop {
-                let idle = !closing && slot.is_idle();
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "http connection error");
-                        }
-                        return;
-                    }
-                    _ = shutdown.wait_for(|s| *s), if !closing => closing = true,
-                    _ = ctl.shed.notified(), if !closing => closing = true,
-                    _ = tokio::time::sleep(keep_alive), if idle => {
-                        tracing::debug!(%peer, "closing an idle connection");
-                        closing = true;
-                    }
-                    _ = ctl.changed.notified() => {}
-                }
-                if closing {
-                    break;
-                }
-            }
-            conn.as_mut().graceful_shutdown();
-            // an idle or half-sent connection closes at once; a request in progress finishes
-            let grace = if slot.is_idle() {
-                Duration::from_secs(1)
-            } else {
-                Duration::MAX
+        let ctl = slot.ctl().clone();
+        let svc_slot = slot.clone();
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let server = server.clone();
+            let busy = svc_slot.request();
+            let slot = svc_slot.clone();
+            let span =
+                tracing::info_span!("request", method = %req.method(), path = req.uri().path());
+            let fut = async move {
+                let mut req = req.map(|b| accept::Progress::new(b, body_timeout));
+                // an upgraded socket keeps its place under the cap
+                req.extensions_mut().insert(slot);
+                let resp = server.handle(req).await;
+                tracing::debug!(status = resp.status().as_u16(), "response");
+                Ok::<_, Infallible>(resp.map(|inner| accept::Tracked {
+                    inner,
+                    _busy: Some(busy),
+                }))
             };
-            let _ = tokio::time::timeout(grace, conn).await;
+            tracing::Instrument::instrument(fut, span)
+        });
+        let conn = builder.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(conn);
+        slot.mark_idle();
+        let mut closing = false;
+        loop {
+            let idle = !closing && slot.is_idle();
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "http connection error");
+                    }
+                    return;
+                }
+                _ = shutdown.wait_for(|s| *s), if !closing => closing = true,
+                _ = ctl.shed.notified(), if !closing => closing = true,
+                _ = tokio::time::sleep(keep_alive), if idle => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    closing = true;
+                }
+                _ = ctl.changed.notified() => {}
+            }
+            if closing {
+                break;
+            }
+        }
+        conn.as_mut().graceful_shutdown();
+        // an idle or half-sent connection closes at once; a request in progress finishes
+        let grace = if slot.is_idle() {
+            Duration::from_secs(1)
+        } else {
+            Duration::MAX
         };
-        tokio::spawn(tracing::Instrument::instrument(task, span));
+        let _ = tokio::time::timeout(grace, conn).await;
     }
 
     /// Deletes an instance's data: a running instance closes its sockets (code `4004`, so
@@ -826,6 +910,12 @@ impl Server {
         rx.await.ok()
     }
 }
+
+/// The TLS acceptor of `serve_tls` (a placeholder type without the feature `tls`).
+#[cfg(feature = "tls")]
+type Acceptor = tokio_rustls::TlsAcceptor;
+#[cfg(not(feature = "tls"))]
+type Acceptor = std::convert::Infallible;
 
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()

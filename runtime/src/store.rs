@@ -40,6 +40,7 @@ struct Memory {
 
 /// A storage error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// SQLite failed.
     #[error("sqlite: {0}")]

@@ -1,11 +1,11 @@
 //! `agentwire tail`: follow an SSE stream, printing each event as one JSON line.
 //!
-//! The IO shell around [`agentwire_sse::EventSource`]: this module makes the requests the policy
-//! asks for (hyper's HTTP/1.1 client over a plain TCP connection), feeds the body in, prints
-//! what it dispatches and sleeps until the reconnection time it returns. So the reconnect rules
-//! are the codec's: `Last-Event-ID` on every reconnection, the server's `retry:` honoured,
-//! backoff with jitter after repeated failures, and a stop for good on 204, another status or
-//! a wrong content type.
+//! A thin printer over [`agentwire_sse::client::EventStream`], the async shell around the
+//! Sans-IO [`agentwire_sse::EventSource`]: so the reconnect rules are the codec's:
+//! `Last-Event-ID` on every reconnection, the server's `retry:` honoured, backoff with jitter
+//! after repeated failures, and a stop for good on 204, another status or a wrong content
+//! type. With the feature `tls`, `https://` URLs are followed too (Mozilla's roots, or the
+//! roots of [`tail_with_tls`]).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), agentwire::tail::TailError> {
@@ -14,22 +14,19 @@
 //! # Ok(()) }
 //! ```
 
-use agentwire_sse::{ConnectRequest, ErrorReason, EventSource, Limits, ReconnectPolicy};
-use agentwire_sse::{ReadyState, SourceEvent};
-use bytes::Bytes;
-use http::{header, Request, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use agentwire_sse::client::EventStream;
+use agentwire_sse::{ErrorReason, Limits, ReconnectPolicy, SourceEvent};
+use futures_util::StreamExt;
+use hyper_util::client::legacy::connect::Connect;
 use serde::Serialize;
 use std::io::Write;
 use std::time::Instant;
-use tokio::net::TcpStream;
 
 /// Why [`tail`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TailError {
-    /// The URL is not an absolute `http://` URL.
+    /// The URL is not an absolute `http://` URL (or `https://` with the feature `tls`).
     #[error("not an http:// url: {0}")]
     Url(String),
     /// Writing the output failed.
@@ -60,55 +57,56 @@ pub async fn tail<W: Write>(
     policy: ReconnectPolicy,
     out: &mut W,
 ) -> Result<(), TailError> {
-    let uri: Uri = url.parse().map_err(|_| TailError::Url(url.to_owned()))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(TailError::Url(url.to_owned()));
+    #[cfg(feature = "tls")]
+    {
+        tail_with_tls(url, policy, crate::tls::client_config(), out).await
     }
-    let mut es = EventSource::with_policy(url, policy, Limits::default());
-    loop {
-        if let Some(req) = es.poll_connect() {
-            match connect(&uri, &req).await {
-                Ok(resp) => {
-                    let content_type = resp
-                        .headers()
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok());
-                    if es.handle_response(resp.status().as_u16(), content_type) {
-                        let mut body = resp.into_body();
-                        while let Some(Ok(frame)) = body.frame().await {
-                            if let Ok(data) = frame.into_data() {
-                                es.handle_input(data);
-                                drain(&mut es, out)?;
-                            }
-                        }
-                        es.handle_eof(Instant::now());
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "connection failed");
-                    es.handle_eof(Instant::now());
-                }
-            }
+    #[cfg(not(feature = "tls"))]
+    {
+        use hyper_util::client::legacy::{connect::HttpConnector, Client};
+        if !url.starts_with("http://") {
+            return Err(TailError::Url(url.to_owned()));
         }
-        if let Some(end) = drain(&mut es, out)? {
-            return end;
-        }
-        if es.ready_state() == ReadyState::Closed {
-            return Ok(());
-        }
-        if let Some(at) = es.poll_timeout() {
-            tokio::time::sleep_until(at.into()).await;
-            es.handle_timeout(Instant::now());
-        }
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(http);
+        let events = EventStream::with_client(client, url, policy, Limits::default())
+            .map_err(|_| TailError::Url(url.to_owned()))?;
+        print(events, out).await
     }
 }
 
-/// Prints what the policy dispatches; `Some` when the source closed for good.
-fn drain<W: Write>(
-    es: &mut EventSource,
+/// [`tail`] over `http://` or `https://`, trusting the roots of `tls` (feature `tls`; e.g. a
+/// private CA, see [`crate::tls::client_config_with_roots`]).
+#[cfg(feature = "tls")]
+pub async fn tail_with_tls<W: Write>(
+    url: &str,
+    policy: ReconnectPolicy,
+    tls: rustls::ClientConfig,
     out: &mut W,
-) -> Result<Option<Result<(), TailError>>, TailError> {
-    while let Some(ev) = es.poll_event() {
+) -> Result<(), TailError> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let events = EventStream::with_client(client, url, policy, Limits::default())
+        .map_err(|_| TailError::Url(url.to_owned()))?;
+    print(events, out).await
+}
+
+/// Prints what the stream dispatches until it ends.
+async fn print<C, W>(mut events: EventStream<C>, out: &mut W) -> Result<(), TailError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    W: Write,
+{
+    while let Some(ev) = events.next().await {
         match ev {
             SourceEvent::Message(m) => {
                 let line = Line {
@@ -125,46 +123,25 @@ fn drain<W: Write>(
                 reconnect_at: Some(at),
             } => {
                 let wait = at.saturating_duration_since(Instant::now());
-                eprintln!("tail: {reason:?}; reconnecting in {} ms", wait.as_millis());
+                match events.last_error() {
+                    Some(e) => eprintln!(
+                        "tail: {reason:?} ({e}); reconnecting in {} ms",
+                        wait.as_millis()
+                    ),
+                    None => eprintln!("tail: {reason:?}; reconnecting in {} ms", wait.as_millis()),
+                }
             }
             SourceEvent::Error {
                 reason: ErrorReason::NoContent,
                 reconnect_at: None,
-            } => return Ok(Some(Ok(()))),
+            } => return Ok(()),
             SourceEvent::Error {
                 reason,
                 reconnect_at: None,
-            } => return Ok(Some(Err(TailError::Refused(reason)))),
+            } => return Err(TailError::Refused(reason)),
             SourceEvent::Malformed(e) => eprintln!("tail: {e}"),
-            SourceEvent::Open => {}
             _ => {}
         }
     }
-    Ok(None)
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One `GET` with the policy's headers over a new HTTP/1.1 connection.
-async fn connect(
-    uri: &Uri,
-    req: &ConnectRequest,
-) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
-    let host = uri.host().unwrap_or("localhost");
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended");
-        }
-    });
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = uri.authority().map_or(host, |a| a.as_str());
-    let mut builder = Request::get(path).header(header::HOST, authority);
-    for (name, value) in req.headers() {
-        builder = builder.header(name, value);
-    }
-    let request = builder.body(Empty::<Bytes>::new())?;
-    Ok(sender.send_request(request).await?)
+    Ok(())
 }

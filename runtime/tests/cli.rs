@@ -40,6 +40,8 @@ fn version_and_help() {
         "--log-format",
         "--idle-timeout",
         "AGENTWIRE_MAX_QUEUED_BYTES",
+        "--tls-cert",
+        "AGENTWIRE_TLS_KEY",
     ] {
         assert!(help.contains(flag), "{flag} missing from serve --help");
     }
@@ -51,6 +53,10 @@ fn bad_flags_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--idle-timeout"));
     assert_eq!(run(&["--nonsense"]).status.code(), Some(2));
+    // a certificate without its key (and the reverse) is refused before anything starts
+    let out = run(&["serve", "--tls-cert", "cert.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 }
 
 struct Serve {

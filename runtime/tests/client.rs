@@ -669,3 +669,35 @@ async fn application_messages_are_events() {
         _ => unreachable!(),
     }
 }
+
+/// The client's streams are `futures_core::Stream`s: a streaming call's chunks, the state
+/// and its changes, every event.
+#[tokio::test]
+async fn call_state_and_event_streams_are_streams() {
+    use futures_util::StreamExt;
+    let addr = demo().await;
+    let c = client(addr, "streams");
+    let mut events = c.event_stream();
+    within("ready", c.ready()).await.unwrap();
+
+    let chunks: Vec<Value> = within(
+        "the chunks",
+        c.call_stream("countdown", [3]).unwrap().collect(),
+    )
+    .await;
+    assert_eq!(chunks, [json!(3), json!(2), json!(1)]);
+
+    let mut states = c.state_stream();
+    let first = within("the state", states.next()).await.unwrap();
+    assert_eq!(first.source, UpdateSource::Server);
+    within("increment", c.call("increment", [4])).await.unwrap();
+    let next = within("a change", states.next()).await.unwrap();
+    assert_eq!(
+        next.state["count"],
+        first.state["count"].as_i64().unwrap() + 4
+    );
+
+    // the event stream starts with everything since `build`: the open, then the frames
+    let open = within("an event", events.next()).await.unwrap().unwrap();
+    assert!(matches!(open, ClientEvent::Open), "{open:?}");
+}

@@ -307,10 +307,7 @@ async fn server_handles_call_set_state_broadcast_send_and_run_closures() {
 
 #[tokio::test]
 async fn handles_wake_a_hibernated_instance_and_keep_order() {
-    let limits = Limits {
-        idle_timeout: Some(Duration::from_millis(100)),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_idle_timeout(Some(Duration::from_millis(100)));
     let server = both(limits);
     let addr = spawn(server.clone()).await;
     let mut a = Client::connect(addr, "/agents/counter-agent/w?_pk=a")
@@ -546,10 +543,7 @@ async fn connections_by_id_and_tag_and_their_state() {
 
 #[tokio::test]
 async fn instance_tasks_are_bounded() {
-    let limits = Limits {
-        max_instance_tasks: 2,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_instance_tasks(2);
     let addr = spawn(
         Server::builder()
             .agent("CounterAgent", |_| CounterAgent::new())

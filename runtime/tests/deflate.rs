@@ -16,10 +16,7 @@ fn offer() -> ClientOptions {
 
 #[tokio::test]
 async fn compressed_and_plain_clients_share_an_instance() {
-    let limits = Limits {
-        deflate: Some(DeflateConfig::default()),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_deflate(Some(DeflateConfig::default()));
     let addr = spawn(server_with(Storage::memory(), limits)).await;
     let path = "/agents/test-agent/zip";
     let (mut a, acc) = Client::connect_with(addr, path, offer()).await.unwrap();
@@ -84,10 +81,7 @@ async fn off_by_default() {
 #[tokio::test]
 async fn agent_client_with_compression() {
     use agentwire::client::AgentClient;
-    let limits = Limits {
-        deflate: Some(DeflateConfig::default()),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_deflate(Some(DeflateConfig::default()));
     let addr = spawn(server_with(Storage::memory(), limits)).await;
     let client = AgentClient::connect(format!("ws://{addr}"), "TestAgent", "zc")
         .await
@@ -109,10 +103,7 @@ async fn agent_client_with_compression() {
 
 #[tokio::test]
 async fn server_deflate_negotiates_no_context_takeover_and_compresses_big_broadcasts() {
-    let limits = Limits {
-        deflate: Some(agentwire::server_deflate()),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_deflate(Some(agentwire::server_deflate()));
     let addr = spawn(server_with(Storage::memory(), limits)).await;
     let path = "/agents/test-agent/srv";
     let mut clients = Vec::new();

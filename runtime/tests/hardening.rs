@@ -60,13 +60,7 @@ async fn status_of(sock: &mut TcpStream) -> Option<u16> {
 
 #[tokio::test]
 async fn at_the_cap_idle_connections_are_shed_before_clients_are_refused() {
-    let server = server_with(
-        Storage::memory(),
-        Limits {
-            max_connections: Some(3),
-            ..limits()
-        },
-    );
+    let server = server_with(Storage::memory(), limits().with_max_connections(Some(3)));
     let addr = spawn(server.clone()).await;
     // three sockets that never send anything fill the cap
     let mut silent = Vec::new();
@@ -107,11 +101,9 @@ async fn at_the_cap_idle_connections_are_shed_before_clients_are_refused() {
 async fn silent_and_slow_heads_are_cut() {
     let addr = spawn(server_with(
         Storage::memory(),
-        Limits {
-            keep_alive_timeout: Duration::from_millis(300),
-            request_head_timeout: Duration::from_millis(300),
-            ..limits()
-        },
+        limits()
+            .with_keep_alive_timeout(Duration::from_millis(300))
+            .with_request_head_timeout(Duration::from_millis(300)),
     ))
     .await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -143,10 +135,7 @@ async fn silent_and_slow_heads_are_cut() {
 async fn a_stalled_body_times_out_and_an_oversized_head_is_refused() {
     let addr = spawn(server_with(
         Storage::memory(),
-        Limits {
-            request_body_timeout: Duration::from_millis(300),
-            ..limits()
-        },
+        limits().with_request_body_timeout(Duration::from_millis(300)),
     ))
     .await;
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -185,11 +174,9 @@ async fn a_client_that_stops_reading_is_dropped_when_writes_stall() {
     // a queue large enough never to overflow: the write deadline is what frees the socket
     let addr = spawn(server_with(
         Storage::memory(),
-        Limits {
-            max_queued_bytes: 1 << 30,
-            ws_write_timeout: Duration::from_millis(500),
-            ..limits()
-        },
+        limits()
+            .with_max_queued_bytes(1 << 30)
+            .with_ws_write_timeout(Duration::from_millis(500)),
     ))
     .await;
     let mut sender = Client::connect(addr, "/agents/test-agent/slow")
@@ -217,11 +204,9 @@ async fn a_client_that_stops_reading_is_dropped_when_writes_stall() {
 async fn a_queue_overflow_closes_at_once_even_with_writes_blocked() {
     let addr = spawn(server_with(
         Storage::memory(),
-        Limits {
-            max_queued_bytes: 4 << 20,
-            ws_write_timeout: Duration::from_secs(3600),
-            ..limits()
-        },
+        limits()
+            .with_max_queued_bytes(4 << 20)
+            .with_ws_write_timeout(Duration::from_secs(3600)),
     ))
     .await;
     let mut sender = Client::connect(addr, "/agents/test-agent/ovf")
@@ -296,10 +281,7 @@ async fn awake_instances_are_bounded() {
     let _ = std::fs::remove_dir_all(&dir);
     let server = server_with(
         Storage::sqlite(&dir),
-        Limits {
-            max_open_instances: Some(3),
-            ..limits()
-        },
+        limits().with_max_open_instances(Some(3)),
     );
     let addr = spawn(server.clone()).await;
     for i in 0..12 {

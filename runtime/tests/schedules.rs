@@ -64,10 +64,7 @@ async fn a_schedule_fires_on_a_live_instance_and_broadcasts() {
 async fn a_due_schedule_wakes_a_hibernated_instance() {
     let server = counter_server(
         Storage::memory(),
-        Limits {
-            idle_timeout: Some(Duration::from_millis(100)),
-            ..Limits::default()
-        },
+        Limits::default().with_idle_timeout(Some(Duration::from_millis(100))),
     );
     let addr = spawn(server.clone()).await;
     let mut c = Client::connect(addr, "/agents/counter-agent/sleepy")

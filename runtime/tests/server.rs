@@ -362,10 +362,7 @@ async fn next_chunk(body: &mut hyper::body::Incoming, text: &mut String) {
 
 #[tokio::test]
 async fn hibernation_keeps_sockets_and_connection_data() {
-    let limits = Limits {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_idle_timeout(Some(Duration::from_millis(200)));
     let server = server_with(Storage::memory(), limits);
     let addr = spawn(server.clone()).await;
     let mut c = Client::connect(addr, "/agents/test-agent/sleepy?_pk=h&readonly=1&tag=idle")
@@ -458,10 +455,7 @@ async fn usable_as_a_tower_service() {
 
 #[tokio::test]
 async fn idle_instances_end_and_restart_with_their_state() {
-    let limits = Limits {
-        idle_timeout: Some(Duration::from_millis(150)),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_idle_timeout(Some(Duration::from_millis(150)));
     let server = server_with(Storage::memory(), limits);
     let addr = spawn(server.clone()).await;
     let mut c = Client::connect(addr, "/agents/test-agent/gone")
@@ -510,10 +504,7 @@ async fn a_panicking_hook_fails_its_call_and_the_agent_restarts() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_at_its_queue_limit() {
-    let limits = Limits {
-        max_queued_bytes: 256 * 1024,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_queued_bytes(256 * 1024);
     let addr = spawn(server_with(Storage::memory(), limits)).await;
     let path = "/agents/test-agent/slow";
     let mut sender = Client::connect(addr, &format!("{path}?_pk=s"))

@@ -58,25 +58,24 @@ async fn pipe(client: TcpStream, server: TcpStream, cut: bool, requests: Request
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let up = async {
+        // Every request head (GETs without bodies; the client may send the next request on
+        // the same kept-alive connection once a stream has ended).
         let mut head = Vec::new();
         let mut buf = vec![0u8; 8192];
-        let mut recorded = false;
         loop {
             let n = cr.read(&mut buf).await?;
             if n == 0 {
                 return Ok::<_, std::io::Error>(());
             }
-            if !recorded {
-                head.extend_from_slice(&buf[..n]);
-                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
-                    let id = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("last-event-id:"))
-                        .map(|v| v.trim().to_owned());
-                    requests.lock().unwrap().push(id);
-                    recorded = true;
-                }
+            head.extend_from_slice(&buf[..n]);
+            while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+                let id = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("last-event-id:"))
+                    .map(|v| v.trim().to_owned());
+                requests.lock().unwrap().push(id);
+                head.drain(..end + 4);
             }
             sw.write_all(&buf[..n]).await?;
         }

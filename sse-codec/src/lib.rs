@@ -11,6 +11,15 @@
 //!   capped backoff with jitter) as a state machine with time passed in.
 //! - Feature `tokio-util`: [`codec::SseCodec`] for `FramedRead` / `FramedWrite`.
 //! - Feature `json`: [`OutEvent::encode_json`].
+//! - Feature `http-body`: [`body::SseBody`], a `Stream` of events as an `http_body::Body`
+//!   with keep-alive comments, for hyper, axum and tower servers
+//!   (`examples/axum_tokens.rs`: an axum endpoint streaming tokens, resumable with
+//!   `Last-Event-ID`).
+//! - Feature `client`: [`client::EventStream`], a `Stream` of events over hyper's client that
+//!   reconnects by the [`EventSource`] policy.
+//!
+//! The core (decoder, encoder, `EventSource`) does no IO and needs no runtime; only the
+//! `http-body` and `client` adapters use tokio.
 //!
 //! # Quick start
 //!
@@ -59,6 +68,10 @@
 //! has fed and not yet drained.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "http-body")]
+pub mod body;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "tokio-util")]
 pub mod codec;
 mod decode;

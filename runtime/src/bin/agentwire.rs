@@ -5,8 +5,10 @@
 //! agentwire serve [--addr 127.0.0.1:8787] [--data ./agentwire-data] [--no-deflate]
 //!                 [--metrics-addr 127.0.0.1:9090] [--metrics] [--log-format text|json]
 //!                 [--idle-timeout 10s] [--max-message 1MiB] …   # every `Limits` field
+//!                 [--tls-cert cert.pem --tls-key key.pem]       # HTTPS and wss://
 //!                             # the demo agents and their page at http://127.0.0.1:8787/
-//! agentwire tail <http-url>   # follow an SSE stream: one JSON line per event, resumes with Last-Event-ID
+//! agentwire tail <url> [--ca-cert ca.pem]   # follow an SSE stream (http:// or https://): one
+//!                             # JSON line per event, resumes with Last-Event-ID
 //! ```
 //!
 //! Every flag of `serve` also reads an `AGENTWIRE_*` environment variable (`--idle-timeout`:
@@ -102,6 +104,22 @@ struct ServeArgs {
     /// serving runtime. [default: the number of CPUs]
     #[arg(long, env = "AGENTWIRE_AGENT_THREADS", value_name = "N")]
     agent_threads: Option<usize>,
+    /// Serve HTTPS and wss:// with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(
+        long,
+        env = "AGENTWIRE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "AGENTWIRE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -110,8 +128,12 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct TailArgs {
-    /// The stream's URL (http://host:port/path).
+    /// The stream's URL (http://host:port/path or https://…).
     url: String,
+    /// Trust the certificates of this PEM file (a private CA, a self-signed server) for
+    /// https:// instead of the built-in Mozilla roots.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -384,6 +406,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
         builder = builder.agent_runtime(rt.handle().clone());
     }
     let server = builder.build();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match agentwire::tls::server_config_from_pem(cert, key) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::error!("cannot load the TLS certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let listener = match tokio::net::TcpListener::bind(&args.addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -424,10 +456,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let local = listener
         .local_addr()
         .map_or_else(|_| args.addr.clone(), |a| a.to_string());
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         deflate = !args.no_deflate,
-        "demo at http://{local}/ (data in {})",
+        "demo at {scheme}://{local}/ (data in {})",
         data.display()
     );
     let signal = async move {
@@ -435,7 +468,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
         ready.store(false, Ordering::SeqCst);
         tracing::info!("shutting down");
     };
-    let res = server.serve_with_shutdown(listener, signal).await;
+    let res = match tls {
+        Some(config) => {
+            server
+                .serve_tls_with_shutdown(listener, config, signal)
+                .await
+        }
+        None => server.serve_with_shutdown(listener, signal).await,
+    };
     let _ = ops_done.send(());
     if let Some(t) = ops_task {
         let _ = t.await;
@@ -457,9 +497,28 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn tail(url: &str) -> ExitCode {
+async fn tail(args: &TailArgs) -> ExitCode {
     let mut out = std::io::stdout();
-    let run = agentwire::tail::tail(url, ReconnectPolicy::default(), &mut out);
+    let tls = match &args.ca_cert {
+        None => agentwire::tls::client_config(),
+        Some(path) => {
+            let mut roots = agentwire::tls::rustls::RootCertStore::empty();
+            let added = agentwire::tls::certs_from_pem(path)
+                .map(|certs| roots.add_parsable_certificates(certs).0);
+            match added {
+                Ok(n) if n > 0 => agentwire::tls::client_config_with_roots(roots),
+                Ok(_) => {
+                    tracing::error!("{}: no usable certificate", path.display());
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let run = agentwire::tail::tail_with_tls(&args.url, ReconnectPolicy::default(), tls, &mut out);
     tokio::select! {
         res = run => match res {
             Ok(()) => ExitCode::SUCCESS,
@@ -486,7 +545,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Tail(args)) => {
             init_logging(args.log.log_format);
-            tail(&args.url).await
+            tail(&args).await
         }
     }
 }

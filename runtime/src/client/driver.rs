@@ -1,6 +1,7 @@
 //! The client's background task: connect, drive the `agentwire-ws` machine, correlate calls
 //! in the `agentwire-protocol` call table, reconnect.
 
+use super::transport::Socket;
 use super::url::{random_u64, Target};
 use super::{
     lock, Backoff, CallError, ClientEvent, CloseCause, CloseInfo, Cmd, Identity, Outgoing,
@@ -20,7 +21,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -325,7 +325,7 @@ impl Driver {
 
     /// Runs one open connection until it ends, on the shared driver
     /// ([`WebSocketStream`](agentwire_ws::stream::WebSocketStream)).
-    async fn connection(&mut self, sock: TcpStream, rbuf: BytesMut, config: WsConfig) -> End {
+    async fn connection(&mut self, sock: Socket, rbuf: BytesMut, config: WsConfig) -> End {
         let mut ws = WebSocketStream::new(sock, Role::Client, config);
         self.set_status(Status::Open);
         self.shared.emit(ClientEvent::Open);
@@ -494,7 +494,7 @@ impl Driver {
 }
 
 /// Starts the close handshake; an invalid code becomes `1000`.
-fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: String) -> (u16, String) {
+fn close(ws: &mut WebSocketStream<Socket>, code: u16, reason: String) -> (u16, String) {
     let code = if CloseCode(code).is_valid_on_wire() {
         code
     } else {
@@ -528,7 +528,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Opens the TCP connection and completes the WebSocket handshake; returns the socket, the
 /// bytes read past the `101` and the settings of this connection (with what was negotiated).
-async fn connect(settings: &Settings) -> std::io::Result<(TcpStream, BytesMut, WsConfig)> {
+async fn connect(settings: &Settings) -> std::io::Result<(Socket, BytesMut, WsConfig)> {
     let mut opts = ClientOptions::default();
     for (name, value) in &settings.headers {
         opts = opts.with_header(name.clone(), value.clone());
@@ -539,9 +539,7 @@ async fn connect(settings: &Settings) -> std::io::Result<(TcpStream, BytesMut, W
     }
     let (hs, req) =
         ClientHandshake::new(&settings.target.uri, opts).map_err(std::io::Error::other)?;
-    let mut sock =
-        TcpStream::connect((settings.target.host.as_str(), settings.target.port)).await?;
-    sock.set_nodelay(true)?;
+    let mut sock = super::transport::connect(&settings.target).await?;
     let mut head = BytesMut::new();
     ClientHandshake::encode_request(&req, &mut head);
     sock.write_all(&head).await?;

@@ -61,6 +61,7 @@
 //! are logged at `debug` in an `agent_client{url}` span; unparsable state frames at `warn`.
 
 mod driver;
+mod transport;
 mod url;
 
 use crate::Message;
@@ -294,6 +295,8 @@ pub struct AgentClientBuilder {
     event_capacity: usize,
     #[cfg(feature = "deflate")]
     deflate: Option<crate::DeflateConfig>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AgentClientBuilder {
@@ -361,13 +364,23 @@ impl AgentClientBuilder {
         self
     }
 
+    /// The TLS configuration for `wss://` URLs (feature `tls`; default:
+    /// [`crate::tls::client_config`], Mozilla's roots). Use
+    /// [`crate::tls::client_config_with_roots`] to trust a private CA.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Starts the client: returns at once; the connection is made by a background task (so
     /// this must run inside a tokio runtime). Await [`AgentClient::ready`] before relying on
     /// the state; calls made earlier are buffered until the socket opens.
     pub fn build(self) -> Result<AgentClient, ClientError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
         let id = self.id.unwrap_or_else(url::uuid_v4);
-        let target = url::target(
+        #[allow(unused_mut)]
+        let mut target = url::target(
             &self.base,
             &self.prefix,
             &self.agent,
@@ -375,6 +388,10 @@ impl AgentClientBuilder {
             &id,
             &self.query,
         )?;
+        #[cfg(feature = "tls")]
+        if let (Some(config), Some(_)) = (self.tls, &target.tls) {
+            target.tls = Some(config);
+        }
         let (events, first) = broadcast::channel(self.event_capacity);
         let shared = Arc::new(Shared {
             id,
@@ -501,7 +518,8 @@ pub struct AgentClient {
 impl AgentClient {
     /// Options for a client of instance `name` of agent class `agent` (a class name such as
     /// `CounterAgent` or its namespace `counter-agent`) on the server at `base`
-    /// (`ws://host:port`, `http://host:port` or `host:port`).
+    /// (`ws://host:port`, `http://host:port` or `host:port`; `wss://host` or `https://host`
+    /// with the feature `tls`).
     pub fn builder(
         base: impl Into<String>,
         agent: impl Into<String>,
@@ -522,6 +540,8 @@ impl AgentClient {
             event_capacity: 1024,
             #[cfg(feature = "deflate")]
             deflate: Some(crate::DeflateConfig::default()),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -582,6 +602,47 @@ impl AgentClient {
         lock(&self.shared.first_events)
             .take()
             .unwrap_or_else(|| self.shared.events.subscribe())
+    }
+
+    /// [`events`](Self::events) as a `futures_core::Stream`: every event in order; an
+    /// `Err(Lagged)` item says how many were dropped because this reader fell more than
+    /// [`AgentClientBuilder::event_capacity`] behind. Ends when the client is gone.
+    pub fn event_stream(&self) -> ClientEvents {
+        let rx = self.events();
+        ClientEvents(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                match rx.recv().await {
+                    Ok(ev) => Some((Ok(ev), rx)),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        Some((Err(Lagged { skipped }), rx))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            },
+        )))
+    }
+
+    /// [`subscribe_state`](Self::subscribe_state) as a `futures_core::Stream`: the current
+    /// state first (if there is one), then each change (a slow reader sees the latest, not
+    /// every one). Ends when the client is gone.
+    pub fn state_stream(&self) -> StateChanges {
+        let rx = self.subscribe_state();
+        StateChanges(Box::pin(futures_util::stream::unfold(
+            (rx, true),
+            |(mut rx, first)| async move {
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(update) = current {
+                        return Some((update, (rx, false)));
+                    }
+                    rx.changed().await.ok()?;
+                }
+            },
+        )))
     }
 
     /// The connection status now.
@@ -748,7 +809,58 @@ fn gone() -> CloseInfo {
     }
 }
 
-/// A streaming call in progress ([`AgentClient::call_stream`]).
+/// Events dropped for a reader that fell behind ([`AgentClient::event_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{skipped} client events dropped: the reader fell behind")]
+pub struct Lagged {
+    /// How many events were dropped.
+    pub skipped: u64,
+}
+
+/// Every [`ClientEvent`] as a `Stream` ([`AgentClient::event_stream`]).
+pub struct ClientEvents(
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<ClientEvent, Lagged>> + Send>>,
+);
+
+impl std::fmt::Debug for ClientEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientEvents").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for ClientEvents {
+    type Item = Result<ClientEvent, Lagged>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+/// The state and its changes as a `Stream` ([`AgentClient::state_stream`]).
+pub struct StateChanges(std::pin::Pin<Box<dyn futures_core::Stream<Item = StateUpdate> + Send>>);
+
+impl std::fmt::Debug for StateChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateChanges").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for StateChanges {
+    type Item = StateUpdate;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<StateUpdate>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+/// A streaming call in progress ([`AgentClient::call_stream`]). Also a `futures_core::Stream`
+/// of the chunks (the same as [`next_chunk`](Self::next_chunk)).
 #[derive(Debug)]
 pub struct CallStream {
     rx: mpsc::UnboundedReceiver<StreamMsg>,
@@ -780,5 +892,31 @@ impl CallStream {
     pub async fn finish(mut self) -> Result<Value, CallError> {
         while self.next_chunk().await.is_some() {}
         self.end.unwrap_or(Err(CallError::ConnectionClosed))
+    }
+}
+
+impl futures_core::Stream for CallStream {
+    type Item = Value;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Value>> {
+        use std::task::Poll;
+        if self.end.is_some() {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(StreamMsg::Chunk(v))) => Poll::Ready(Some(v)),
+            Poll::Ready(Some(StreamMsg::End(r))) => {
+                self.end = Some(r);
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.end = Some(Err(CallError::ConnectionClosed));
+                Poll::Ready(None)
+            }
+        }
     }
 }

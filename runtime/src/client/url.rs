@@ -14,13 +14,17 @@ pub(crate) struct Target {
     pub(crate) host: String,
     /// TCP port.
     pub(crate) port: u16,
+    /// TLS (`wss://`): the configuration to connect with (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Builds the connection URL the way the reference client does:
 /// `{base}/{prefix}/{kebab(agent)}/{name}?_pk={id}[&{query}]`.
 ///
-/// `base` is `ws://host[:port]`, `http://host[:port]` or `host[:port]`; a path in it is kept in
-/// front of the prefix. TLS (`wss`, `https`) is not supported.
+/// `base` is `ws://host[:port]`, `http://host[:port]` or `host[:port]`, or with the feature
+/// `tls` `wss://host[:port]` / `https://host[:port]`; a path in it is kept in front of the
+/// prefix.
 pub(crate) fn target(
     base: &str,
     prefix: &str,
@@ -30,12 +34,17 @@ pub(crate) fn target(
     query: &[(String, String)],
 ) -> Result<Target, ClientError> {
     let bad = |why: &str| ClientError::Url(format!("{base}: {why}"));
+    let secure = base.starts_with("wss://") || base.starts_with("https://");
     let rest = if let Some(r) = base.strip_prefix("ws://") {
         r
     } else if let Some(r) = base.strip_prefix("http://") {
         r
-    } else if base.starts_with("wss://") || base.starts_with("https://") {
-        return Err(bad("TLS (wss://) is not supported"));
+    } else if secure && cfg!(not(feature = "tls")) {
+        return Err(bad("TLS (wss://) needs the feature `tls`"));
+    } else if let Some(r) = base.strip_prefix("wss://") {
+        r
+    } else if let Some(r) = base.strip_prefix("https://") {
+        r
     } else if base.contains("://") {
         return Err(bad("expected ws:// or http://"));
     } else {
@@ -68,7 +77,8 @@ pub(crate) fn target(
         path.push('=');
         encode_form(v, &mut path);
     }
-    let uri: http::Uri = format!("ws://{authority}{path}")
+    let scheme = if secure { "wss" } else { "ws" };
+    let uri: http::Uri = format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|e| bad(&format!("{e}")))?;
     let host = uri
@@ -76,8 +86,14 @@ pub(crate) fn target(
         .ok_or_else(|| bad("no host"))?
         .trim_matches(['[', ']'])
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    Ok(Target { uri, host, port })
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    Ok(Target {
+        uri,
+        host,
+        port,
+        #[cfg(feature = "tls")]
+        tls: secure.then(|| std::sync::Arc::new(crate::tls::client_config())),
+    })
 }
 
 /// Appends `s` with the characters of the WHATWG path percent-encode set escaped (what the
@@ -174,7 +190,16 @@ mod tests {
         let t = target("http://[::1]:9/base", "agents", "A", "n", "i", &[]).unwrap();
         assert_eq!(t.uri.path(), "/base/agents/a/n");
         assert_eq!(t.host, "::1");
-        assert!(target("wss://x", "agents", "A", "n", "i", &[]).is_err());
+        let t = target("wss://x/b", "agents", "A", "n", "i", &[]);
+        #[cfg(feature = "tls")]
+        {
+            let t = t.unwrap();
+            assert_eq!(t.uri.to_string(), "wss://x/b/agents/a/n?_pk=i");
+            assert_eq!(t.port, 443);
+            assert!(t.tls.is_some());
+        }
+        #[cfg(not(feature = "tls"))]
+        assert!(t.is_err());
         assert!(target("ftp://x", "agents", "A", "n", "i", &[]).is_err());
     }
 

@@ -200,9 +200,9 @@ impl Serve {
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
         err.read_line(&mut line).unwrap();
-        // "agentwire: demo at http://127.0.0.1:PORT/ (data in …)"
+        // "agentwire: demo at http://127.0.0.1:PORT/ (data in …)" (https:// with TLS)
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|s| s.split('/').next())
             .unwrap_or_else(|| panic!("unexpected first line from agentwire serve: {line:?}"))
