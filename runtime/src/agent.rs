@@ -51,7 +51,9 @@ pub enum Reject {
 }
 
 /// An agent class: one value per instance (per URL name), created on first use and driven
-/// one event at a time, in arrival order.
+/// one event at a time, in arrival order. A hook that has to await something slow defers
+/// its reply ([`Call::defer`]) and does the waiting in a task ([`Context::spawn`]), so that
+/// the instance goes on with its other events (see the crate docs, "Hooks that await").
 ///
 /// Every hook has a default; a useful agent overrides [`on_call`](Self::on_call) and perhaps
 /// [`initial_state`](Self::initial_state). Hooks get `&mut self` (in-memory fields, lost on

@@ -1,8 +1,10 @@
-//! The socket driver: one task per WebSocket drives the `agentwire-ws` machine.
+//! The socket task: one per WebSocket, on the shared driver
+//! ([`agentwire_ws::stream::WebSocketStream`]).
 //!
-//! read → `handle_input` → events → the instance's queue; the connection's outbound queue →
-//! `send_*`; `poll_transmit` → vectored writes; `poll_timeout` → timer. The instance is never
-//! awaited for anything but queue space, and the instance never waits for a socket.
+//! driver input → events → the instance's queue; the connection's outbound queue → the
+//! driver's `send_*` → its transmits (vectored writes with the write deadline); its timers
+//! inside the read phase. The instance is never awaited for anything but queue space, and
+//! the instance never waits for a socket.
 
 use crate::connection::{Connection, Message, Out};
 use crate::instance::Cmd;

@@ -572,3 +572,29 @@ async fn instance_tasks_are_bounded() {
     // room again once they finished
     assert_eq!(a.call_ok("slow", json!([1])).await, json!(1));
 }
+
+#[tokio::test]
+async fn a_streaming_task_ends_when_its_caller_leaves() {
+    let server = both(Limits::default());
+    let addr = spawn(server.clone()).await;
+    let mut a = Client::connect(addr, "/agents/llm/gone").await.unwrap();
+    a.connect_frames().await;
+    let words = vec!["w"; 100].join(" "); // 100 tokens, 30 ms apart
+    a.send_json(&json!({"type": "rpc", "id": "q", "method": "ask", "args": [words]}))
+        .await;
+    let (first, _) = a.wait_for(|v| v["id"] == "q").await;
+    assert_eq!(first["done"], json!(false));
+    let h = server.agent::<Llm>("gone").unwrap();
+    assert_eq!(h.with(|_, cx| cx.running_tasks()).await.unwrap(), 1);
+    a.close(1000).await;
+    drop(a);
+    // the next chunk fails, the task returns without storing an answer
+    for _ in 0..200 {
+        if h.with(|_, cx| cx.running_tasks()).await.unwrap() == 0 {
+            assert_eq!(h.state().await.unwrap().unwrap().answers.len(), 0);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the task kept running after its caller left");
+}

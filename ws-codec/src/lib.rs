@@ -84,6 +84,15 @@
 //! [`Config::max_message`] while inflating). Without it, RSV bits are a violation (1002) and a
 //! server's acceptance of an extension fails the client handshake.
 
+//!
+//! # Driving it over tokio
+//!
+//! With the feature `tokio`, [`stream::WebSocketStream`] drives the machine over any
+//! `AsyncRead + AsyncWrite` in either role (a `TcpStream`, an upgraded hyper connection, a TLS
+//! stream): named phases for input, events, transmits and timers, or `next()` for all of them,
+//! a write-progress deadline, and cloneable [`stream::WsSender`]s with a bounded queue. The
+//! `agentwire` runtime's server sockets and its Rust `AgentClient` both run on it.
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod close;

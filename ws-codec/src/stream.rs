@@ -18,7 +18,10 @@
 //! whole driver in one call. Sending is through the machine ([`send_text`](WebSocketStream::send_text),
 //! [`send_prepared`](WebSocketStream::send_prepared), [`close`](WebSocketStream::close)),
 //! bounded by [`Config::max_outbound_buffered`](crate::Config::max_outbound_buffered) (a
-//! full buffer refuses with [`SendError::BufferFull`]).
+//! full buffer refuses with [`SendError::BufferFull`]), or from other tasks through a
+//! cloneable [`WsSender`] ([`sender`](WebSocketStream::sender)), whose queue is bounded in
+//! bytes ([`DEFAULT_QUEUE_BYTES`]) and taken in by [`read`](WebSocketStream::read) /
+//! [`next`](WebSocketStream::next).
 //!
 //! An idle stream holds no read buffer: while nothing is buffered it reads into a stack buffer
 //! and keeps only what arrived.
@@ -48,9 +51,98 @@ use bytes::{Bytes, BytesMut};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
+
+/// Default bound of the queue of [`WsSender`]s, in payload bytes.
+pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+
+/// A message queued by a [`WsSender`].
+#[derive(Debug)]
+enum Queued {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    Prepared(PreparedMessage),
+    Close(CloseCode, String),
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        match self {
+            Queued::Text(t) => t.len(),
+            Queued::Binary(b) => b.len(),
+            Queued::Prepared(p) => p.payload().len(),
+            Queued::Close(..) => 0,
+        }
+    }
+}
+
+/// Why a [`WsSender`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The stream is gone (dropped, or its connection ended).
+    #[error("websocket stream gone")]
+    Closed,
+    /// The queue holds its bound of bytes already (a peer that does not read, or a sender
+    /// faster than the socket); nothing was queued.
+    #[error("websocket send queue full")]
+    Full,
+}
+
+/// A cloneable, `Send` handle that queues messages for a [`WebSocketStream`] from any task;
+/// the stream sends them, in order, from its [`read`](WebSocketStream::read) phase. The queue
+/// is bounded in payload bytes ([`WebSocketStream::with_queue_limit`]).
+#[derive(Debug, Clone)]
+pub struct WsSender {
+    tx: mpsc::UnboundedSender<Queued>,
+    queued: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl WsSender {
+    fn push(&self, msg: Queued) -> Result<(), QueueError> {
+        let len = msg.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.max && len > 0 {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(QueueError::Full);
+        }
+        self.tx.send(msg).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            QueueError::Closed
+        })
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), QueueError> {
+        self.push(Queued::Text(text.into()))
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), QueueError> {
+        self.push(Queued::Binary(data.into()))
+    }
+
+    /// Queues a message prepared once for many connections.
+    pub fn send_prepared(&self, msg: &PreparedMessage) -> Result<(), QueueError> {
+        self.push(Queued::Prepared(msg.clone()))
+    }
+
+    /// Queues the start of the closing handshake (after the messages queued before it).
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), QueueError> {
+        self.push(Queued::Close(code, reason.to_owned()))
+    }
+
+    /// Whether the stream is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
 
 /// Default deadline for a write to make progress (a peer that stopped reading).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -78,6 +170,15 @@ pub struct WebSocketStream<IO> {
     done: bool,
     bytes_in: u64,
     bytes_out: u64,
+    queue: Option<Queue>,
+    queue_limit: usize,
+}
+
+#[derive(Debug)]
+struct Queue {
+    tx: mpsc::UnboundedSender<Queued>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
@@ -98,6 +199,65 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
             done: false,
             bytes_in: 0,
             bytes_out: 0,
+            queue: None,
+            queue_limit: DEFAULT_QUEUE_BYTES,
+        }
+    }
+
+    /// The bound, in payload bytes, of what [`WsSender`]s may have queued
+    /// ([`DEFAULT_QUEUE_BYTES`]); set it before the first [`sender`](Self::sender).
+    pub fn with_queue_limit(mut self, bytes: usize) -> Self {
+        self.queue_limit = bytes;
+        self
+    }
+
+    /// A cloneable sender for other tasks (all senders share one queue).
+    pub fn sender(&mut self) -> WsSender {
+        let limit = self.queue_limit;
+        let q = self.queue.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Queue {
+                tx,
+                rx,
+                queued: Arc::new(AtomicUsize::new(0)),
+            }
+        });
+        WsSender {
+            tx: q.tx.clone(),
+            queued: q.queued.clone(),
+            max: limit,
+        }
+    }
+
+    /// Moves what senders queued into the machine (at most 256 messages at once).
+    fn take_queued(&mut self, first: Option<Queued>) {
+        let Some(q) = self.queue.as_mut() else { return };
+        let mut next = first.or_else(|| q.rx.try_recv().ok());
+        let mut n = 0;
+        while let Some(msg) = next.take() {
+            q.queued.fetch_sub(msg.len(), Ordering::AcqRel);
+            let r = match msg {
+                Queued::Text(t) => self.ws.send_text(t),
+                Queued::Binary(b) => self.ws.send_binary(b),
+                Queued::Prepared(p) => self.ws.send_prepared(&p),
+                Queued::Close(code, reason) => {
+                    let code = if code.is_valid_on_wire() {
+                        code
+                    } else {
+                        CloseCode::NORMAL
+                    };
+                    self.ws.close(Instant::now(), code, truncate(&reason, 123))
+                }
+            };
+            if let Err(SendError::BufferFull { .. }) = r {
+                let _ = self
+                    .ws
+                    .close(Instant::now(), CloseCode::POLICY, "send queue full");
+            }
+            n += 1;
+            if n < 256 {
+                next = q.rx.try_recv().ok();
+            }
         }
     }
 
@@ -242,7 +402,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
             return std::future::pending().await;
         }
         let deadline = self.ws.poll_timeout();
+        let open = self.ws.state() == crate::ConnState::Open;
+        let queue = &mut self.queue;
+        let queued = async move {
+            match queue.as_mut() {
+                Some(q) if open => q.rx.recv().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(first) = queued => self.take_queued(Some(first)),
             r = read_some(&mut self.io, &mut self.rbuf) => match r {
                 Ok(0) | Err(_) => self.ws.handle_eof(Instant::now()),
                 Ok(n) => {
@@ -442,5 +611,37 @@ mod tests {
         frame.extend_from_slice(&payload);
         let mut s = WebSocketStream::new(a, Role::Server, Config::default()).with_leftover(&frame);
         assert!(matches!(s.poll_event(), Some(Event::Text(t)) if t.as_str() == "hi"));
+    }
+
+    #[tokio::test]
+    async fn senders_queue_from_other_tasks_within_their_bound() {
+        tokio::time::timeout(Duration::from_secs(10), senders_queue())
+            .await
+            .unwrap();
+    }
+
+    async fn senders_queue() {
+        let (s, mut c) = pair();
+        let mut s = s.with_queue_limit(16);
+        let tx = s.sender();
+        let tx2 = tx.clone();
+        assert_eq!(tx.send_binary(vec![0u8; 17]), Err(QueueError::Full));
+        tokio::spawn(async move {
+            tx2.send_text("from a task").unwrap();
+            tx2.close(CloseCode::NORMAL, "done").unwrap();
+        });
+        let server = tokio::spawn(async move { while s.next().await.is_some() {} });
+        let mut got = Vec::new();
+        while let Some(ev) = c.next().await {
+            match ev {
+                Event::Text(t) => got.push(t.as_str().to_owned()),
+                Event::CloseReceived { code, .. } => got.push(format!("{:?}", code.map(|c| c.0))),
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["from a task", "Some(1000)"]);
+        server.await.unwrap();
+        assert!(tx.is_closed());
+        assert_eq!(tx.send_text("late"), Err(QueueError::Closed));
     }
 }
