@@ -8,9 +8,6 @@ mod common;
 use agentwire::{Limits, Storage};
 use common::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
 const DATA_ENV: &str = "AGENTWIRE_TEST_CHILD_DATA";
 
@@ -30,37 +27,12 @@ fn child_server() {
     });
 }
 
-fn start_child(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_server",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DATA_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("child output").unwrap();
-        // libtest may print `test child_server ... ` on the same line first
-        if let Some((_, a)) = line.split_once("LISTENING ") {
-            break a.trim().parse().unwrap();
-        }
-    };
-    (child, addr)
-}
-
 #[tokio::test]
 async fn kill_9_keeps_acknowledged_updates() {
     let dir = std::env::temp_dir().join(format!("agentwire-kill9-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let (mut child, addr) = start_child(&dir);
+    let (mut child, addr) = start_child_server("child_server", DATA_ENV, &dir);
     let mut c = Client::connect(addr, "/agents/test-agent/durable")
         .await
         .unwrap();
@@ -76,7 +48,7 @@ async fn kill_9_keeps_acknowledged_updates() {
     child.kill().unwrap(); // SIGKILL: no shutdown code runs
     child.wait().unwrap();
 
-    let (mut child, addr) = start_child(&dir);
+    let (mut child, addr) = start_child_server("child_server", DATA_ENV, &dir);
     let mut c = Client::connect(addr, "/agents/test-agent/durable")
         .await
         .unwrap();

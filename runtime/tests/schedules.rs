@@ -11,9 +11,7 @@ use agentwire::{
 };
 use common::{spawn, Client};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,35 +111,11 @@ fn child_schedule_server() {
     });
 }
 
-fn start_child(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_schedule_server",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DATA_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("child output").unwrap();
-        if let Some((_, a)) = line.split_once("LISTENING ") {
-            break a.trim().parse().unwrap();
-        }
-    };
-    (child, addr)
-}
-
 #[tokio::test]
 async fn schedules_survive_kill_9_and_missed_ones_run_at_start() {
     let dir = std::env::temp_dir().join(format!("agentwire-sched-kill9-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (mut child, addr) = start_child(&dir);
+    let (mut child, addr) = common::start_child_server("child_schedule_server", DATA_ENV, &dir);
     let mut c = Client::connect(addr, "/agents/counter-agent/k9")
         .await
         .unwrap();
@@ -154,7 +128,7 @@ async fn schedules_survive_kill_9_and_missed_ones_run_at_start() {
     // the first schedule comes due while the server is down
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(stored_count(&dir, "k9"), Some(0));
-    let (mut child, _addr) = start_child(&dir);
+    let (mut child, _addr) = common::start_child_server("child_schedule_server", DATA_ENV, &dir);
     // the server finds the instance itself and runs the missed schedule once
     let deadline = tokio::time::Instant::now() + EVENTUALLY;
     while stored_count(&dir, "k9") != Some(7) {
@@ -337,30 +311,6 @@ fn child_task_server() {
     });
 }
 
-fn start_task_child(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_task_server",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DATA_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("child output").unwrap();
-        if let Some((_, a)) = line.split_once("LISTENING ") {
-            break a.trim().parse().unwrap();
-        }
-    };
-    (child, addr)
-}
-
 /// The `token` events (id, token) and whether `done` came, of an SSE body.
 fn tokens_of(body: &str) -> (Vec<(u64, String)>, bool) {
     let mut out = Vec::new();
@@ -395,7 +345,7 @@ async fn task_runner_survives_kill_9_mid_task() {
     let dir = std::env::temp_dir().join(format!("agentwire-task-kill9-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let tasks = "/agents/task-runner/k9/tasks";
-    let (mut child, addr) = start_task_child(&dir);
+    let (mut child, addr) = common::start_child_server("child_task_server", DATA_ENV, &dir);
     let task = common::create_task(addr, tasks, "what survives a crash").await;
     let id = task["id"].as_u64().unwrap();
     let total = task["tokens"].as_u64().unwrap() as usize;
@@ -412,7 +362,7 @@ async fn task_runner_survives_kill_9_mid_task() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(before["status"], "running");
-    let (mut child, addr) = start_task_child(&dir);
+    let (mut child, addr) = common::start_child_server("child_task_server", DATA_ENV, &dir);
     // replay from the start after the restart: every token once, in order, then done
     let events = format!("{status}/events");
     let (code, _, body) = common::http(addr, "GET", &events, &[("last-event-id", "0")], "").await;

@@ -530,3 +530,36 @@ pub async fn create_task(addr: SocketAddr, tasks_path: &str, prompt: &str) -> Va
     assert_eq!(status, 201, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// Starts this test binary again with only the ignored test `test` selected — a server that
+/// prints `LISTENING {addr}` and serves until killed — with `{env} = {dir}`; returns the child
+/// and the address it listens on.
+pub fn start_child_server(
+    test: &str,
+    env: &str,
+    dir: &std::path::Path,
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("child output").unwrap();
+        // libtest may print `test NAME ... ` on the same line first
+        if let Some((_, a)) = line.split_once("LISTENING ") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    (child, addr)
+}
