@@ -42,6 +42,9 @@ pub enum HandleError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A schedule could not be made (bad cron expression, zero interval, storage).
+    #[error(transparent)]
+    Schedule(#[from] crate::ScheduleError),
 }
 
 /// A cloneable, `Send` handle on one agent instance, usable from any task: call a method,
@@ -173,6 +176,35 @@ impl<A: Agent> AgentHandle<A> {
         rx.await
             .map_err(|_| HandleError::Unavailable)?
             .map_err(|()| HandleError::Unavailable)
+    }
+
+    /// Schedules a call of [`Agent::on_schedule`](crate::Agent::on_schedule) on the instance,
+    /// as [`Context::schedule`] (persisted before this returns; see [`crate::schedule`]).
+    pub async fn schedule<T>(
+        &self,
+        when: crate::When,
+        method: &str,
+        payload: &T,
+    ) -> Result<crate::Schedule, HandleError>
+    where
+        T: serde::Serialize + ?Sized,
+    {
+        let payload = RawJson::from_serialize(payload).map_err(crate::ScheduleError::from)?;
+        let method = method.to_owned();
+        Ok(self
+            .with(move |_, cx| cx.schedule(when, &method, &payload))
+            .await??)
+    }
+
+    /// Cancels a schedule of the instance, as [`Context::cancel_schedule`].
+    pub async fn cancel_schedule(&self, id: &str) -> Result<bool, HandleError> {
+        let id = id.to_owned();
+        Ok(self.with(move |_, cx| cx.cancel_schedule(&id)).await??)
+    }
+
+    /// The instance's pending schedules, as [`Context::schedules`].
+    pub async fn schedules(&self) -> Result<Vec<crate::Schedule>, HandleError> {
+        Ok(self.with(|_, cx| cx.schedules()).await??)
     }
 
     /// The current state (`None` when the agent has none).

@@ -391,3 +391,34 @@ async fn task_runner_survives_kill_9_mid_task() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_handle_schedules_on_an_instance_no_client_visits() {
+    let agent = Sched::default();
+    let log = agent.log.clone();
+    let server = Server::builder()
+        .agent("Sched", move |_| agent.clone())
+        .build();
+    let _addr = spawn(server.clone()).await;
+    let h = server.agent::<Sched>("from-outside").unwrap();
+    let s = h
+        .schedule(
+            When::delay(Duration::from_millis(50)),
+            "outside",
+            &json!({"n": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.schedules().await.unwrap()[0].id, s.id);
+    assert_eq!(wait_log(&log, 1).await, ["outside"]);
+    assert!(h.schedules().await.unwrap().is_empty());
+    let s = h
+        .schedule(When::cron("0 0 1 1 *"), "yearly", &())
+        .await
+        .unwrap();
+    assert!(h.cancel_schedule(&s.id).await.unwrap());
+    assert!(matches!(
+        h.schedule(When::cron("nope"), "x", &()).await,
+        Err(agentwire::HandleError::Schedule(_))
+    ));
+}
