@@ -304,6 +304,21 @@ pub fn handshake(data: &[u8]) {
     }
 }
 
+/// Sends `msg` from `from` to `to` over a wire of bytes; `to` must receive exactly `msg`.
+#[cfg(feature = "deflate")]
+fn relay(from: &mut Connection, to: &mut Connection, msg: &Bytes, now: Instant) {
+    from.send_binary(msg.clone()).unwrap();
+    let mut wire = BytesMut::new();
+    while let Some(t) = from.poll_transmit() {
+        t.write_to(&mut wire);
+    }
+    to.handle_input(now, &mut wire);
+    match to.poll_event() {
+        Some(Event::Binary(b)) => assert_eq!(&b, msg, "another message arrived"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// permessage-deflate with the idle-release timer firing between messages: a client sends
 /// the messages cut from `data` (a length byte, then that many bytes, repeated), the server
 /// echoes them, and both sides free their compression state whenever they may. Every message
@@ -345,26 +360,9 @@ pub fn deflate_release(data: &[u8]) {
         let take = usize::from(len).min(tail.len());
         let msg = Bytes::copy_from_slice(&tail[..take]);
         rest = &tail[take..];
-        client.send_binary(msg.clone()).unwrap();
-        let mut wire = BytesMut::new();
-        while let Some(t) = client.poll_transmit() {
-            t.write_to(&mut wire);
-        }
-        server.handle_input(now, &mut wire);
-        match server.poll_event() {
-            Some(Event::Binary(b)) => assert_eq!(b, msg, "server got another message"),
-            other => panic!("server: {other:?}"),
-        }
-        server.send_binary(msg.clone()).unwrap();
-        let mut wire = BytesMut::new();
-        while let Some(t) = server.poll_transmit() {
-            t.write_to(&mut wire);
-        }
-        client.handle_input(now, &mut wire);
-        match client.poll_event() {
-            Some(Event::Binary(b)) => assert_eq!(b, msg, "client got another echo"),
-            other => panic!("client: {other:?}"),
-        }
+        // the message to the server, then its echo back
+        relay(&mut client, &mut server, &msg, now);
+        relay(&mut server, &mut client, &msg, now);
         i += 1;
         if i % every == 0 {
             // idle long enough: the first check notes the traffic, the next frees
