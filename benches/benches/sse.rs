@@ -3,31 +3,14 @@
 //! the same criterion run. Every arm must produce each event's data in its own type; counts
 //! and data bytes are checked against the workload before timing.
 
-use agentwire_benches::sse::{self, Chunking, Floor, Spec, Workload};
+use agentwire_benches::sse::{
+    self, byte_stream, floor, ours_batch, sse_stream, Chunking, Counts, Spec, Workload,
+};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::StreamExt;
 use std::convert::Infallible;
 use std::hint::black_box;
-
-type Counts = (usize, usize);
-
-/// The main owned API: `handle_input(Bytes)` + `poll_events`, one batch per read whose
-/// events share one reference to it.
-fn ours_batch(chunks: &[Bytes]) -> Counts {
-    let mut d = agentwire_sse::Decoder::new();
-    let (mut n, mut bytes) = (0, 0);
-    for c in chunks {
-        d.handle_input(c.clone());
-        while let Some(batch) = d.poll_events() {
-            for e in &batch.expect("within limits") {
-                n += 1;
-                bytes += black_box(e.data).len();
-            }
-        }
-    }
-    (n, bytes)
-}
 
 /// One owned `Event` per call: `handle_input(Bytes)` + `poll_event`.
 fn ours_event(chunks: &[Bytes]) -> Counts {
@@ -68,32 +51,6 @@ fn ours_borrowed(chunks: &[Bytes]) -> Counts {
             bytes += black_box(e.expect("within limits").data).len();
         }
     }
-    (n, bytes)
-}
-
-fn floor(chunks: &[Bytes]) -> Counts {
-    let mut f = Floor::default();
-    for c in chunks {
-        f.feed(c);
-    }
-    (f.events, f.data_bytes)
-}
-
-fn byte_stream(chunks: &[Bytes]) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + '_ {
-    futures::stream::iter(chunks.iter().cloned().map(Ok))
-}
-
-fn sse_stream(chunks: &[Bytes]) -> Counts {
-    let mut s = sse_stream::SseByteStream::new(byte_stream(chunks));
-    let (mut n, mut bytes) = (0, 0);
-    futures::executor::block_on(async {
-        while let Some(ev) = s.next().await {
-            if let Some(d) = ev.expect("event").data {
-                n += 1;
-                bytes += d.len();
-            }
-        }
-    });
     (n, bytes)
 }
 

@@ -12,162 +12,12 @@
 //! cargo bench -p agentwire-benches --bench ws -- --warm-up-time 1 --measurement-time 3
 //! ```
 
+use agentwire_benches::ws::{
+    dec_agentwire, dec_soketto, dec_tungstenite, key, reader, workloads, MemIo, Workload, READ,
+};
 use agentwire_ws::{apply_mask, Config, Connection, Event, EventRef, FrameHeader, OpCode, Role};
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::io::{self, Read, Write};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-const READ: usize = 64 * 1024;
-
-struct Workload {
-    name: &'static str,
-    frames: usize,
-    text: bool,
-    masked: bool,
-    payload: Vec<u8>,
-    wire: Vec<u8>,
-}
-
-fn key(i: usize) -> [u8; 4] {
-    ((i as u32).wrapping_mul(0x9E37_79B9) | 1).to_le_bytes()
-}
-
-fn workload(name: &'static str, frames: usize, size: usize, text: bool, masked: bool) -> Workload {
-    let payload: Vec<u8> = if text {
-        b"agentwire token stream chunk 0123456789"
-            .iter()
-            .cycle()
-            .take(size)
-            .copied()
-            .collect()
-    } else {
-        (0..size)
-            .map(|i| (i.wrapping_mul(131) >> 3) as u8)
-            .collect()
-    };
-    let mut wire = Vec::with_capacity(frames * (size + 14));
-    for i in 0..frames {
-        let mask = masked.then(|| key(i));
-        let h = FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode: if text { OpCode::Text } else { OpCode::Binary },
-            mask,
-            len: size as u64,
-        };
-        wire.extend_from_slice(&h.to_bytes());
-        let start = wire.len();
-        wire.extend_from_slice(&payload);
-        if let Some(k) = mask {
-            apply_mask(&mut wire[start..], k, 0);
-        }
-    }
-    Workload {
-        name,
-        frames,
-        text,
-        masked,
-        payload,
-        wire,
-    }
-}
-
-fn workloads() -> Vec<Workload> {
-    vec![
-        workload("a_text32_masked", 100_000, 32, true, true),
-        workload("b_bin1k_masked", 10_000, 1024, false, true),
-        workload("b_bin64k_masked", 160, 64 * 1024, false, true),
-        workload("b_bin1m_masked", 10, 1 << 20, false, true),
-        workload("c_text32_unmasked", 100_000, 32, true, false),
-    ]
-}
-
-/// Reader role for the workload: masked frames are read by a server.
-fn reader(w: &Workload) -> Role {
-    if w.masked {
-        Role::Server
-    } else {
-        Role::Client
-    }
-}
-
-// ===== in-memory IO for the IO-coupled peers =====
-
-struct MemIo<'a> {
-    data: &'a [u8],
-    pos: usize,
-    out: Option<&'a mut Vec<u8>>,
-}
-
-impl<'a> MemIo<'a> {
-    fn reader(data: &'a [u8]) -> Self {
-        MemIo {
-            data,
-            pos: 0,
-            out: None,
-        }
-    }
-    fn writer(out: &'a mut Vec<u8>) -> Self {
-        MemIo {
-            data: &[],
-            pos: 0,
-            out: Some(out),
-        }
-    }
-}
-
-impl Read for MemIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (self.data.len() - self.pos).min(buf.len()).min(READ);
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for MemIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(o) = self.out.as_mut() {
-            o.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl tokio::io::AsyncRead for MemIo<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let n = (self.data.len() - self.pos).min(buf.remaining()).min(READ);
-        let pos = self.pos;
-        buf.put_slice(&self.data[pos..pos + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl tokio::io::AsyncWrite for MemIo<'_> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.write(buf))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -176,42 +26,6 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 // ===== decode arms: each returns the number of payload bytes delivered =====
-
-/// The main owned API: `handle_input`, then runs of small messages with `poll_messages`
-/// (one batch per run, no reference count per message) and everything else with
-/// `poll_event`.
-fn dec_agentwire(w: &Workload) -> usize {
-    let config = Config::default()
-        .with_max_frame_payload(2 << 20)
-        .with_max_message(2 << 20);
-    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
-    let now = std::time::Instant::now();
-    let mut buf = BytesMut::with_capacity(READ);
-    let mut got = 0;
-    for chunk in w.wire.chunks(READ) {
-        buf.extend_from_slice(chunk);
-        conn.handle_input(now, &mut buf);
-        loop {
-            if let Some(batch) = conn.poll_messages() {
-                for m in &batch {
-                    match m {
-                        EventRef::Text(t) => got += black_box(t).len(),
-                        EventRef::Binary(b) => got += black_box(b).len(),
-                        _ => {}
-                    }
-                }
-                continue;
-            }
-            match conn.poll_event() {
-                Some(Event::Text(t)) => got += black_box(t).len(),
-                Some(Event::Binary(b)) => got += black_box(b).len(),
-                Some(_) => {}
-                None => break,
-            }
-        }
-    }
-    got
-}
 
 /// One owned event per message: `handle_input` + `poll_event`.
 fn dec_agentwire_event(w: &Workload) -> usize {
@@ -336,28 +150,6 @@ fn dec_floor(w: &Workload) -> usize {
     got
 }
 
-fn dec_tungstenite(w: &Workload) -> usize {
-    use tungstenite::protocol::{Role as TRole, WebSocket, WebSocketConfig};
-    let role = if w.masked {
-        TRole::Server
-    } else {
-        TRole::Client
-    };
-    let cfg = WebSocketConfig::default()
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(64 << 20));
-    let mut ws = WebSocket::from_raw_socket(MemIo::reader(&w.wire), role, Some(cfg));
-    let mut got = 0;
-    for _ in 0..w.frames {
-        match ws.read().expect("tungstenite read") {
-            tungstenite::Message::Text(t) => got += black_box(t).len(),
-            tungstenite::Message::Binary(b) => got += black_box(b).len(),
-            _ => {}
-        }
-    }
-    got
-}
-
 fn dec_fastwebsockets(rt: &tokio::runtime::Runtime, w: &Workload) -> usize {
     let role = if w.masked {
         fastwebsockets::Role::Server
@@ -403,36 +195,6 @@ fn dec_tokio_websockets(rt: &tokio::runtime::Runtime, w: &Workload) -> usize {
         }
         got
     })
-}
-
-fn dec_soketto(w: &Workload) -> usize {
-    use soketto::base::{Codec, OpCode as SOp};
-    use soketto::Parsing;
-    let mut codec = Codec::new();
-    codec.set_max_data_size(64 << 20);
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ);
-    let mut got = 0;
-    for chunk in w.wire.chunks(READ) {
-        buf.extend_from_slice(chunk);
-        let mut pos = 0;
-        while let Parsing::Done { value: h, offset } =
-            codec.decode_header(&buf[pos..]).expect("soketto header")
-        {
-            let len = h.payload_len();
-            if buf.len() - pos - offset < len {
-                break;
-            }
-            let p = &mut buf[pos + offset..pos + offset + len];
-            Codec::apply_mask(&h, p);
-            if h.opcode() == SOp::Text {
-                assert!(std::str::from_utf8(p).is_ok());
-            }
-            got += black_box(&*p).len();
-            pos += offset + len;
-        }
-        buf.drain(..pos);
-    }
-    got
 }
 
 fn memcpy(w: &Workload, out: &mut Vec<u8>) -> usize {

@@ -4,6 +4,7 @@
 //! same bytes, and every arm's output is checked against the workload before it is timed.
 
 pub mod sse;
+pub mod ws;
 
 /// A small deterministic generator (xorshift64*), so workloads need no `rand`.
 #[derive(Debug, Clone)]

@@ -2,6 +2,9 @@
 
 use crate::Rng;
 use bytes::Bytes;
+use futures::StreamExt;
+use std::convert::Infallible;
+use std::hint::black_box;
 
 /// One event to encode, and what a decoder must produce for it.
 #[derive(Debug, Clone)]
@@ -249,4 +252,57 @@ pub fn floor_encode(specs: &[Spec], out: &mut Vec<u8>) {
         out.extend_from_slice(&d[start..]);
         out.extend_from_slice(b"\n\n");
     }
+}
+
+// ===== decode arms shared by the `sse` bench and `sse_count` =====
+
+/// Events and data bytes an arm delivered.
+pub type Counts = (usize, usize);
+
+/// The main owned API: `handle_input(Bytes)` + `poll_events`, one batch per read whose
+/// events share one reference to it.
+pub fn ours_batch(chunks: &[Bytes]) -> Counts {
+    let mut d = agentwire_sse::Decoder::new();
+    let (mut n, mut bytes) = (0, 0);
+    for c in chunks {
+        d.handle_input(c.clone());
+        while let Some(batch) = d.poll_events() {
+            for e in &batch.expect("within limits") {
+                n += 1;
+                bytes += black_box(e.data).len();
+            }
+        }
+    }
+    (n, bytes)
+}
+
+/// The floor: [`Floor`] over the same reads.
+pub fn floor(chunks: &[Bytes]) -> Counts {
+    let mut f = Floor::default();
+    for c in chunks {
+        f.feed(c);
+    }
+    (f.events, f.data_bytes)
+}
+
+/// The reads as a `Stream` of `Bytes`, for the stream-based peers.
+pub fn byte_stream(
+    chunks: &[Bytes],
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + '_ {
+    futures::stream::iter(chunks.iter().cloned().map(Ok))
+}
+
+/// sse-stream's `SseByteStream` over the reads.
+pub fn sse_stream(chunks: &[Bytes]) -> Counts {
+    let mut s = sse_stream::SseByteStream::new(byte_stream(chunks));
+    let (mut n, mut bytes) = (0, 0);
+    futures::executor::block_on(async {
+        while let Some(ev) = s.next().await {
+            if let Some(d) = ev.expect("event").data {
+                n += 1;
+                bytes += d.len();
+            }
+        }
+    });
+    (n, bytes)
 }

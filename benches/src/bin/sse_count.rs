@@ -7,11 +7,7 @@
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/sse_count a agentwire
 //! ```
 
-use agentwire_benches::sse::{self, Chunking, Floor};
-use bytes::Bytes;
-use futures::StreamExt;
-use std::convert::Infallible;
-use std::hint::black_box;
+use agentwire_benches::sse::{self, Chunking};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -30,42 +26,11 @@ fn main() {
         other => panic!("unknown workload {other}"),
     };
     let chunks = &w.chunks;
+    // the bench's own arms (`agentwire_benches::sse`)
     let (n, bytes) = match arm {
-        "agentwire" => {
-            let mut d = agentwire_sse::Decoder::new();
-            let (mut n, mut bytes) = (0, 0);
-            for c in chunks {
-                d.handle_input(c.clone());
-                while let Some(batch) = d.poll_events() {
-                    for e in &batch.expect("within limits") {
-                        n += 1;
-                        bytes += black_box(e.data).len();
-                    }
-                }
-            }
-            (n, bytes)
-        }
-        "sse-stream" => {
-            let stream = futures::stream::iter(chunks.iter().cloned().map(Ok::<Bytes, Infallible>));
-            let mut s = sse_stream::SseByteStream::new(stream);
-            let (mut n, mut bytes) = (0, 0);
-            futures::executor::block_on(async {
-                while let Some(ev) = s.next().await {
-                    if let Some(d) = ev.expect("event").data {
-                        n += 1;
-                        bytes += black_box(d).len();
-                    }
-                }
-            });
-            (n, bytes)
-        }
-        "floor" => {
-            let mut f = Floor::default();
-            for c in chunks {
-                f.feed(c);
-            }
-            (f.events, f.data_bytes)
-        }
+        "agentwire" => sse::ours_batch(chunks),
+        "sse-stream" => sse::sse_stream(chunks),
+        "floor" => sse::floor(chunks),
         "none" => (w.specs.len(), w.data_bytes),
         other => panic!("unknown arm {other}"),
     };
