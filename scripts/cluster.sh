@@ -158,6 +158,11 @@ as_pg() {
 pg_running() { as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" status > /dev/null 2>&1; }
 
 pg_up() {
+  if [ ! -x "$PG_BIN/initdb" ] && [ "$PG_BIN" = /usr/lib/postgresql/15/bin ] && [ "$(id -u)" = 0 ] \
+    && command -v apt-get > /dev/null; then
+    note "installing postgresql-15"
+    apt-get update -qq && apt-get install -y -qq postgresql-15 > /dev/null
+  fi
   [ -x "$PG_BIN/initdb" ] || die "PostgreSQL not found in $PG_BIN (install postgresql-15 or set PG_BIN)"
   local sock="$state/pg/sock"
   if [ ! -f "$state/pg/data/PG_VERSION" ]; then

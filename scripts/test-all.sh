@@ -21,6 +21,13 @@ scripts/ws-interop.sh --chromium
 echo "== agentwire: interop with AgentClient (runtime/interop/run.sh)"
 runtime/interop/run.sh
 
+# ----- agentwire (runtime): cluster mode (PostgreSQL, three nodes, HAProxy) -----
+# scripts/cluster.sh with PostgreSQL 15 and HAProxy from Debian (installed if missing): the
+# shared harness through the front when ../shared exists, then forwarding, fencing of a frozen
+# node, hibernation onto another node, and failover of 50 busy instances after a kill -9.
+echo "== agentwire: cluster (runtime/cluster/run.sh)"
+runtime/cluster/run.sh
+
 # ----- agentwire (runtime): the demo page of `agentwire serve` in headless Chromium -----
 # Two browser contexts: counter sync, chat presence and messages, a streamed task, and a
 # server restart on the same port and data dir that the page must ride out by itself.
