@@ -5,7 +5,7 @@
 // `scripts/cluster.sh kill|stop|cont|start`, and lease rows are read with `scripts/cluster.sh psql`.
 //
 //   node runtime/cluster/check.mjs [--only forwarding,fencing,hibernation,failover]
-//                                  [--instances 50] [--margin 5000]
+//                                  [--instances 50] [--margin 5000] [--pace 10]
 //
 // Tests (CounterAgent at /agents/counter-agent/{name}):
 //   forwarding   a request or socket sent to a node that does not own the instance is served by
@@ -41,6 +41,9 @@ const opt = (name, dflt) => {
 const only = opt("only", "forwarding,fencing,hibernation,failover").split(",");
 const INSTANCES = Number(opt("instances", 50));
 const MARGIN = Number(opt("margin", 5000));
+// pause between two increments of one failover client (each increment writes the instance's
+// image to PostgreSQL)
+const PACE = Number(opt("pace", 10));
 
 // ---------------------------------------------------------------------------------- helpers
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -100,6 +103,11 @@ function lease(name) {
   return { owner: owner || null, epoch: Number(epoch), expired: expired === "t" };
 }
 
+// How many images of the instance were written.
+function imageVersion(name) {
+  return Number(sh("psql", `SELECT version FROM agentwire_instances WHERE namespace = 'counter-agent' AND name = '${name}'`).trim());
+}
+
 async function poll(fn, what, deadlineMs, every = 50) {
   const end = now() + deadlineMs;
   let last;
@@ -135,7 +143,12 @@ let rpcSeq = 0;
 class Conn {
   static async open(host, name, timeoutMs = 5000) {
     const c = new Conn(host, name);
-    await c.ready(timeoutMs);
+    try {
+      await c.ready(timeoutMs);
+    } catch (e) {
+      c.close();
+      throw e;
+    }
     return c;
   }
 
@@ -364,14 +377,22 @@ await test("fencing", async () => {
     row = lease(name);
     assert(row.owner === B && row.epoch > before.epoch, `lease taken by ${B} with a higher epoch: before ${JSON.stringify(before)}, after ${JSON.stringify(row)}`);
     figure(`${B} took the instance ${ms(now() - t1)} after the request: epoch ${before.epoch} -> ${row.epoch}`);
-  } finally {
+  } catch (e) {
     sh("cont", A);
+    throw e;
   }
-  // A wakes up holding a socket it no longer owns: the call on it must not be acknowledged.
+  const version = imageVersion(name);
+  // A call waits in A's socket while A is frozen: when A wakes up, it holds a socket of an
+  // instance it no longer owns, and the call must not be acknowledged (whichever comes
+  // first in A, the call or noticing the lost lease).
+  const pendingCall = cA.call("increment", [100], 10000);
+  pendingCall.catch(() => {});
+  await sleep(100);
+  sh("cont", A);
   const t2 = now();
   let outcome;
   try {
-    const v = await cA.call("increment", [100], 10000);
+    const v = await pendingCall;
     outcome = `acknowledged with ${JSON.stringify(v)}`;
   } catch (e) {
     outcome = e.kind === "error" ? e.message : null;
@@ -391,6 +412,7 @@ await test("fencing", async () => {
   same([c2.node, c2.state?.count], [B, 2], `a new socket to ${A} is forwarded to ${B}`);
   const after = lease(name);
   same([after.owner, after.epoch], [B, row.epoch], "lease row after A came back");
+  same(imageVersion(name), version, "image version (no write since B's increment)");
   same(await cB.call("increment"), 3, `${B} still serves the instance`);
 });
 
@@ -406,7 +428,7 @@ await test("hibernation", async () => {
   const row = await poll(() => {
     const r = lease(name);
     return r && (r.owner === null || r.expired) ? r : null;
-  }, `${A} releases the lease of the idle instance`, 30000, 100);
+  }, `${A} releases the lease of the idle instance`, 60000, 100);
   figure(`lease of ${A} released ${ms(now() - t0)} after the last socket closed (owner ${row.owner ?? "NULL"}, epoch ${row.epoch})`);
   const B = nodes.find((n) => n !== A);
   const cB = await open(addr[B], name);
@@ -440,7 +462,8 @@ await test("failover", async () => {
     while (!stop) {
       if (!w.conn || w.conn.closed) {
         try {
-          w.conn = await Conn.open(front, w.name, 3000);
+          // a request for an instance of a dead node waits for its lease to expire
+          w.conn = await Conn.open(front, w.name, TTL + 3000);
         } catch (e) {
           w.connectFailures++;
           w.conn = null;
@@ -459,6 +482,7 @@ await test("failover", async () => {
         if (tKill !== null && sent >= tKill && w.answeredAfterKill === null) {
           w.answeredAfterKill = now() - tKill;
         }
+        if (PACE) await sleep(PACE);
       } catch (e) {
         w.unknown++;
         w.hi++;
@@ -471,6 +495,14 @@ await test("failover", async () => {
     w.conn?.close();
   }
 
+  // HAProxy sees every node (the fencing test froze one a moment ago)
+  const haproxyStatus = async () => {
+    const csv = await (await fetch(`${env.STATS_URL};csv`, { signal: AbortSignal.timeout(2000) })).text();
+    return Object.fromEntries(
+      csv.split("\n").filter((l) => l.startsWith("nodes,n")).map((l) => [l.split(",")[1], l.split(",")[17]])
+    );
+  };
+  await poll(async () => Object.values(await haproxyStatus()).every((s) => s.startsWith("UP")), "HAProxy sees every node up", 10000, 100);
   const running = workers.map(loop);
   let victim = null;
   try {
@@ -488,11 +520,8 @@ await test("failover", async () => {
     sh("kill", victim);
     tKill = now();
     // how long HAProxy takes to mark the node down
-    const detect = poll(async () => {
-      const csv = await (await fetch(`${env.STATS_URL};csv`, { signal: AbortSignal.timeout(2000) })).text();
-      const line = csv.split("\n").find((l) => l.startsWith(`nodes,${victim},`));
-      return line && line.split(",")[17].startsWith("DOWN") ? now() - tKill : null;
-    }, "HAProxy marks the node down", 15000, 50).catch((e) => e);
+    const detect = poll(async () => ((await haproxyStatus())[victim]?.startsWith("DOWN") ? now() - tKill : null),
+      "HAProxy marks the node down", 15000, 50).catch((e) => e);
 
     await poll(() => workers.every((w) => w.answeredAfterKill !== null), "every instance answers after the kill", TTL + MARGIN + 5000, 50)
       .catch(() => {});

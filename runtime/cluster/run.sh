@@ -13,7 +13,8 @@
 # Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin or PG_BIN), haproxy and Node 20.
 # About 90 s after the release build.
 #
-# Environment: LEASE_TTL (default 3s), IDLE_TIMEOUT (the nodes' --idle-timeout; unset: the
+# Environment: AGENTWIRE_BIN (a built agentwire to use instead of building the release one),
+# LEASE_TTL (default 3s), IDLE_TIMEOUT (the nodes' --idle-timeout; unset: the
 # default 10s, which the golden comparison needs: with a shorter one the instance hibernates
 # while the harness's sockets are idle and they get extra `cf_agent_mcp_servers` frames on
 # wake), CLUSTER_DIR (default $CARGO_TARGET_DIR/cluster-check), INSTANCES (failover clients, 50).
@@ -29,9 +30,11 @@ export LEASE_TTL="${LEASE_TTL:-3s}"
 export NODE_ARGS="${IDLE_TIMEOUT:+--idle-timeout $IDLE_TIMEOUT }${NODE_ARGS:-}"
 export CLUSTER_MODE=on
 
-echo "-- building agentwire (release)"
-(cd "$repo" && cargo build --release -p agentwire --bin agentwire)
-export AGENTWIRE_BIN="${AGENTWIRE_BIN:-$target/release/agentwire}"
+if [ -z "${AGENTWIRE_BIN:-}" ]; then
+  echo "-- building agentwire (release)"
+  (cd "$repo" && cargo build --release -p agentwire --bin agentwire)
+  export AGENTWIRE_BIN="$target/release/agentwire"
+fi
 "$AGENTWIRE_BIN" serve --help | grep -q -- '--cluster' \
   || { echo "$AGENTWIRE_BIN serve has no --cluster flag"; exit 1; }
 
