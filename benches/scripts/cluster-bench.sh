@@ -10,7 +10,7 @@
 #
 #   benches/scripts/cluster-bench.sh [cluster-bench.mjs options, e.g. --seconds 5]
 #
-# Environment: CARGO_TARGET_DIR, LEASE_TTL (default 10s, the node's default), CLUSTER_DIR
+# Environment: CARGO_TARGET_DIR, AGENTWIRE_BIN (a built agentwire instead of building), LEASE_TTL (default 10s, the node's default), CLUSTER_DIR
 # (default $CARGO_TARGET_DIR/cluster-bench). About 2 minutes after the build.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -20,8 +20,10 @@ export CLUSTER_DIR="${CLUSTER_DIR:-$target/cluster-bench}"
 export LEASE_TTL="${LEASE_TTL:-10s}"
 export CLUSTER_MODE=on
 
-(cd "$repo" && cargo build --release -q -p agentwire --bin agentwire)
-export AGENTWIRE_BIN="$target/release/agentwire"
+if [ -z "${AGENTWIRE_BIN:-}" ]; then
+  (cd "$repo" && cargo build --release -q -p agentwire --bin agentwire)
+  export AGENTWIRE_BIN="$target/release/agentwire"
+fi
 [ -d "$repo/runtime/interop/node_modules/ws" ] \
   || (cd "$repo/runtime/interop" && npm install --no-audit --no-fund --no-save --loglevel=error)
 

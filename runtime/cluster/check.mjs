@@ -561,11 +561,26 @@ await test("failover", async () => {
     assert(errors.length === 0, `${errors.length} violations: ${errors.slice(0, 10).join("; ")}`);
     const late = workers.filter((w) => !(w.answeredAfterKill <= TTL + MARGIN));
     assert(late.length === 0, `${late.length} instances did not answer within lease ${ms(TTL)} + ${ms(MARGIN)}: ${late.map((w) => w.name).join(" ")}`);
+
+    // the killed node comes back (same id, port and data directory): HAProxy sends it its
+    // share of the paths again, and every instance still answers with the same count
+    const finals = {};
+    for (const w of workers) finals[w.name] = (await status(front, w.name)).body?.state?.count;
+    sh("start", victim);
+    const tStart = now();
+    await poll(async () => (await haproxyStatus())[victim]?.startsWith("UP"), `HAProxy sees ${victim} again`, 15000, 100);
+    figure(`${victim} restarted; HAProxy saw it up ${ms(now() - tStart)} after the start`);
+    const servers = {};
+    for (const w of workers) {
+      const s = await status(front, w.name);
+      same([s.status, s.body?.state?.count], [200, finals[w.name]], `${w.name} through the front after ${victim} came back`);
+      servers[s.node] = (servers[s.node] ?? 0) + 1;
+    }
+    figure(`after the restart, instances served per node: ${JSON.stringify(servers)}`);
   } finally {
     stop = true;
     await Promise.all(running);
-    // the killed node comes back (same port and data directory)
-    if (tKill !== null) sh("start", victim);
+    if (tKill !== null) sh("start", victim); // (a no-op when it already runs)
   }
 });
 
