@@ -411,12 +411,17 @@
 mod accept;
 mod agent;
 pub mod body;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod cluster;
 // The Rust `AgentClient`, only with the `client` feature (documented in the module).
 #[cfg(feature = "client")]
 pub mod client;
 mod connection;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "postgres")]
+mod forward;
 mod handle;
 mod instance;
 pub mod metrics;
