@@ -524,6 +524,16 @@ impl Pg {
 
     /// Renews every lease this process holds; tells instances whose lease is gone.
     async fn renew(&self) -> Result<(), ClusterError> {
+        // An instance that ended without giving its lease back (its task is gone) gives it
+        // back now instead of having it renewed.
+        let orphans: Vec<(Key, i64)> = lock(&self.held)
+            .iter()
+            .filter(|(_, (_, tx))| tx.upgrade().is_none())
+            .map(|(k, (e, _))| (k.clone(), *e))
+            .collect();
+        for ((ns, name), epoch) in orphans {
+            self.release(&ns, &name, epoch).await;
+        }
         let held: Vec<(Key, i64)> = lock(&self.held)
             .iter()
             .map(|(k, (e, _))| (k.clone(), *e))
