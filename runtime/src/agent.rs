@@ -692,6 +692,8 @@ pub struct Context<A: Agent> {
     pub(crate) scheduler: Arc<crate::schedule::Scheduler>,
     /// Tasks of [`Context::spawn`]: aborted when the instance is deleted or ends.
     pub(crate) tasks: tokio::task::JoinSet<()>,
+    /// The output gate (cluster storage): output of an event waits for its writes.
+    pub(crate) gate: Option<Arc<crate::connection::Gate>>,
     pub(crate) env: crate::instance::Env,
     pub(crate) props: Option<Arc<serde_json::Value>>,
 }
@@ -885,7 +887,7 @@ impl<A: Agent> Context<A> {
         };
         if let Some(subs) = self.sse.get_mut(stream) {
             let bytes = sse::encode(Some(id), event, data);
-            subs.retain(|s| s.send_raw(bytes.clone()).is_ok());
+            send_sse(self.gate.as_ref(), subs, bytes);
         }
         Ok(id)
     }
@@ -894,7 +896,7 @@ impl<A: Agent> Context<A> {
     pub fn sse_send_unlogged(&mut self, stream: &str, event: Option<&str>, data: &str) {
         if let Some(subs) = self.sse.get_mut(stream) {
             let bytes = sse::encode(None, event, data);
-            subs.retain(|s| s.send_raw(bytes.clone()).is_ok());
+            send_sse(self.gate.as_ref(), subs, bytes);
         }
     }
 
@@ -1014,6 +1016,15 @@ impl<A: Agent> Context<A> {
         Ok(())
     }
 
+    /// Runs `f` once what the current event wrote is durable (at once without cluster
+    /// storage; dropped if the writes are refused).
+    pub(crate) fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
+        match &self.gate {
+            Some(g) => g.run(Box::new(f)),
+            None => f(),
+        }
+    }
+
     pub(crate) fn broadcast_protocol(&self, frame: &Utf8Bytes) {
         let frame = PreparedMessage::text(frame.clone());
         for c in self.conns.values() {
@@ -1021,6 +1032,27 @@ impl<A: Agent> Context<A> {
                 let _ = c.send_shared(&frame);
             }
         }
+    }
+}
+
+/// Sends an SSE chunk to a stream's subscribers, dropping those gone or too far behind; behind
+/// a closed gate, sends when it opens.
+fn send_sse(
+    gate: Option<&Arc<crate::connection::Gate>>,
+    subs: &mut Vec<SseSender>,
+    bytes: bytes::Bytes,
+) {
+    match gate {
+        Some(g) if g.is_closed() => {
+            subs.retain(|s| !s.is_closed());
+            let subs = subs.clone();
+            g.run(Box::new(move || {
+                for s in subs {
+                    let _ = s.send_raw(bytes.clone());
+                }
+            }));
+        }
+        _ => subs.retain(|s| s.send_raw(bytes.clone()).is_ok()),
     }
 }
 

@@ -93,6 +93,88 @@ pub(crate) struct Inner {
     pub(crate) protocol: AtomicBool,
     pub(crate) tags: Mutex<Arc<[String]>>,
     pub(crate) state: Mutex<Value>,
+    /// The instance's output gate (cluster storage), set when the instance takes the socket.
+    pub(crate) gate: std::sync::OnceLock<Arc<Gate>>,
+}
+
+/// An instance's output gate (cluster storage): while an event is handled, what it sends —
+/// socket messages and closes, SSE events, HTTP responses, handle results — is held, and
+/// released in order once the event's writes are durable, or dropped if they were refused.
+#[derive(Default)]
+pub(crate) struct Gate {
+    closed: AtomicBool,
+    held: Mutex<Vec<Held>>,
+}
+
+enum Held {
+    Out(Arc<Inner>, Out),
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("held", &lock(&self.held).len())
+            .finish()
+    }
+}
+
+impl Gate {
+    /// Holds output from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether output is held now.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn hold(&self, h: Held) -> Result<(), Held> {
+        if !self.closed.load(Ordering::SeqCst) {
+            return Err(h);
+        }
+        let mut held = lock(&self.held);
+        // re-checked under the lock: `open` drains and opens under it, so nothing sent
+        // after it can overtake what it releases
+        if !self.closed.load(Ordering::SeqCst) {
+            return Err(h);
+        }
+        held.push(h);
+        Ok(())
+    }
+
+    /// Runs `f` now, or when the gate opens (dropped if the held output is discarded).
+    pub(crate) fn run(&self, f: Box<dyn FnOnce() + Send>) {
+        if let Err(Held::Run(f)) = self.hold(Held::Run(f)) {
+            f();
+        }
+    }
+
+    /// Releases what was held, in order, and stops holding.
+    pub(crate) fn open(&self) {
+        let mut held = lock(&self.held);
+        for h in held.drain(..) {
+            match h {
+                Held::Out(inner, out) => {
+                    let _ = inner.tx.send(out);
+                }
+                Held::Run(f) => f(),
+            }
+        }
+        self.closed.store(false, Ordering::SeqCst);
+    }
+
+    /// Drops what was held (the writes it depended on were refused) and stops holding.
+    pub(crate) fn discard(&self) {
+        let dropped: Vec<Held> = {
+            let mut held = lock(&self.held);
+            self.closed.store(false, Ordering::SeqCst);
+            held.drain(..).collect()
+        };
+        drop(dropped);
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -139,6 +221,7 @@ impl Connection {
             protocol: AtomicBool::new(true),
             tags: Mutex::new(Arc::from(Vec::new())),
             state: Mutex::new(Value::Null),
+            gate: std::sync::OnceLock::new(),
         };
         (
             Self {
@@ -256,7 +339,25 @@ impl Connection {
             }
             return Err(Closed);
         }
+        self.push(out)
+    }
+
+    /// Queues `out` for the socket, through the instance's gate when it has one.
+    fn push(&self, out: Out) -> Result<(), Closed> {
+        let out = match self.inner.gate.get() {
+            Some(gate) => match gate.hold(Held::Out(self.inner.clone(), out)) {
+                Ok(()) => return Ok(()),
+                Err(Held::Out(_, out)) => out,
+                Err(Held::Run(_)) => return Ok(()),
+            },
+            None => out,
+        };
         self.inner.tx.send(out).map_err(|_| Closed)
+    }
+
+    /// Puts the socket's output behind the instance's gate (cluster storage).
+    pub(crate) fn set_gate(&self, gate: &Arc<Gate>) {
+        let _ = self.inner.gate.set(gate.clone());
     }
 
     /// Sends a text message.
@@ -269,14 +370,22 @@ impl Connection {
         self.send(Message::Binary(data.into()))
     }
 
+    /// Closes at once, past the gate and even if a close is already queued or held (the
+    /// instance lost its lease: what it held is dropped).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn close_now(&self, code: impl Into<agentwire_ws::CloseCode>, reason: &str) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let _ = self
+            .inner
+            .tx
+            .send(Out::Close(code.into(), reason.to_owned()));
+    }
+
     /// Closes the socket with `code` and `reason` (after the messages already queued). Codes
     /// `1008` and `4000`–`4999` make the reference client stop reconnecting.
     pub fn close(&self, code: impl Into<agentwire_ws::CloseCode>, reason: &str) {
         if !self.inner.closed.swap(true, Ordering::Relaxed) {
-            let _ = self
-                .inner
-                .tx
-                .send(Out::Close(code.into(), reason.to_owned()));
+            let _ = self.push(Out::Close(code.into(), reason.to_owned()));
         }
     }
 

@@ -159,7 +159,11 @@ impl<A: Agent> AgentHandle<A> {
         let (tx, rx) = oneshot::channel();
         let run = crate::instance::WithFn(Box::new(move |scope: &mut dyn Any| {
             if let Some((agent, cx)) = crate::instance::scope::<A>(scope) {
-                let _ = tx.send(f(agent, cx));
+                let r = f(agent, cx);
+                // the result, like any output of the instance, follows its durable writes
+                cx.after_commit(move || {
+                    let _ = tx.send(r);
+                });
             }
         }));
         self.send(Cmd::With(run)).await?;

@@ -74,6 +74,12 @@ pub(crate) enum Cmd {
         args: Vec<RawJson>,
         conn: Connection,
     },
+    /// The lease at this epoch is gone (cluster storage): close the sockets with `1012`, drop
+    /// everything unwritten, end.
+    #[cfg(feature = "postgres")]
+    LeaseLost {
+        epoch: i64,
+    },
 }
 
 /// A closure run inside an instance; its argument is the instance's [`Actor`], as `Any`
@@ -184,6 +190,17 @@ pub(crate) struct Env {
     pub(crate) agent_runtime: Option<tokio::runtime::Handle>,
     /// Every class of the server (for handles).
     pub(crate) classes: Arc<Classes>,
+}
+
+impl Env {
+    /// Whether instances hold their output until their writes are durable (cluster storage).
+    pub(crate) fn gated(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        if self.storage.postgres_store().is_some() {
+            return true;
+        }
+        false
+    }
 }
 
 /// The awake instances (those holding their database) and when each last handled an event;
@@ -364,12 +381,17 @@ where
             sse_log_len: env.limits.sse_log_len,
             scheduler: env.scheduler.clone(),
             tasks: tokio::task::JoinSet::new(),
+            gate: env
+                .gated()
+                .then(|| Arc::new(crate::connection::Gate::default())),
             env: env.clone(),
             props: self.props.clone(),
         };
         let runtime = env.agent_runtime.clone();
         let actor = Actor {
             me: tx.downgrade(),
+            #[cfg(feature = "postgres")]
+            lease: None,
             awake: None,
             deleted: false,
             starts: 0,
@@ -389,6 +411,9 @@ where
 
 struct Actor<A: Agent> {
     me: mpsc::WeakSender<Cmd>,
+    /// The epoch of the lease this instance holds (cluster storage).
+    #[cfg(feature = "postgres")]
+    lease: Option<i64>,
     awake: Option<AwakeTicket>,
     deleted: bool,
     starts: u64,
@@ -427,17 +452,112 @@ impl<A: Agent> Actor<A> {
                 }
             };
             let Some(cmd) = cmd else { break };
+            if let Some(g) = &self.cx.gate {
+                g.close();
+            }
             self.handle(cmd).await;
+            if !self.deleted {
+                self.notify_state_changes().await;
+            }
+            self.commit().await;
             if self.deleted {
                 rx.close();
                 break;
             }
-            self.notify_state_changes().await;
         }
         if let Some(t) = self.awake.take() {
             self.env.awake.sleep(t);
         }
+        #[cfg(feature = "postgres")]
+        if let (Some(pg), Some(epoch)) = (self.env.storage.postgres_store(), self.lease.take()) {
+            pg.release(&self.cx.namespace, &self.cx.name, epoch).await;
+        }
     }
+
+    /// Cluster storage: writes the database image if the event committed anything (fenced by
+    /// the lease's epoch), then releases the event's held output; a refused write loses the
+    /// lease instead. Without cluster storage there is nothing to do (SQLite commits are
+    /// durable when they return).
+    async fn commit(&mut self) {
+        let Some(gate) = self.cx.gate.clone() else {
+            return;
+        };
+        #[cfg(feature = "postgres")]
+        if let (Some(pg), Some(epoch)) = (self.env.storage.postgres_store().cloned(), self.lease) {
+            let pending = match &self.cx.store {
+                Some(store) if store.take_dirty() => {
+                    let next = crate::schedule::earliest(&store.db)
+                        .ok()
+                        .flatten()
+                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+                    Some(store.image().map(|img| (img, next)))
+                }
+                _ => None,
+            };
+            let result = match pending {
+                None => Ok(()),
+                Some(Err(e)) => Err(e),
+                Some(Ok((image, next))) => {
+                    let (ns, name) = (self.cx.namespace.clone(), self.cx.name.clone());
+                    let mut r = pg.write(&ns, &name, epoch, &image, next).await;
+                    // a lost connection is retried (briefly); a refusal is final
+                    let mut tries = 0;
+                    while matches!(
+                        r,
+                        Err(crate::cluster::ClusterError::Pool(_)
+                            | crate::cluster::ClusterError::Postgres(_))
+                    ) && tries < 3
+                    {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+                        r = pg.write(&ns, &name, epoch, &image, next).await;
+                    }
+                    r.map_err(crate::StoreError::from)
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the event's writes could not be stored; dropping its output");
+                gate.discard();
+                self.lose_lease("agent storage lost its lease");
+                return;
+            }
+        }
+        gate.open();
+    }
+
+    /// The lease is gone (or the instance's writes cannot be stored): close every socket
+    /// with `1012` so that clients reconnect to the new owner, drop the agent, its database
+    /// copy and tasks, and end without writing.
+    #[cfg(feature = "postgres")]
+    fn lose_lease(&mut self, reason: &str) {
+        if let Some(g) = &self.cx.gate {
+            g.discard();
+        }
+        for c in self.cx.conns.values() {
+            c.close_now(agentwire_ws::CloseCode(1012), reason);
+        }
+        self.cx.conns.clear();
+        self.cx.sse.clear();
+        self.cx.tasks.abort_all();
+        self.cx.changed.clear();
+        self.agent = None;
+        self.cx.state = None;
+        self.cx.store = None;
+        if let (Some(pg), Some(epoch)) = (self.env.storage.postgres_store(), self.lease.take()) {
+            pg.forget(&self.cx.namespace, &self.cx.name, epoch);
+        }
+        let key = (self.cx.namespace.to_string(), self.cx.name.to_string());
+        let mut map = self.env.registry.lock();
+        if let (Some(tx), Some(me)) = (map.get(&key), self.me.upgrade()) {
+            if tx.same_channel(&me) {
+                map.remove(&key);
+            }
+        }
+        self.deleted = true;
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn lose_lease(&mut self, _reason: &str) {}
 
     /// An evicted instance without connections leaves the registry and ends (its data is in
     /// storage; the next event starts a new one). Decided under the registry lock, through
@@ -511,6 +631,49 @@ impl<A: Agent> Actor<A> {
         self.env.storage.delete(&self.cx.namespace, &self.cx.name)
     }
 
+    /// [`delete`](Self::delete), and the instance's row under its lease (cluster storage).
+    async fn delete_everywhere(&mut self) -> Result<(), crate::StoreError> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.env.storage.postgres_store().cloned() {
+            let epoch = match self.lease.take() {
+                Some(e) => e,
+                None => {
+                    pg.acquire(&self.cx.namespace, &self.cx.name, self.me.clone())
+                        .await?
+                        .0
+                }
+            };
+            pg.delete(&self.cx.namespace, &self.cx.name, epoch).await?;
+        }
+        self.delete()
+    }
+
+    /// The instance's database: its SQLite file, or (cluster storage) its image, read under
+    /// its lease (acquired first if this instance does not hold it).
+    async fn open_store(&mut self) -> Result<crate::store::InstanceStore, BoxError> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.env.storage.postgres_store().cloned() {
+            let (ns, name) = (self.cx.namespace.clone(), self.cx.name.clone());
+            let image = match self.lease {
+                Some(epoch) => match pg.load(&ns, &name, epoch).await {
+                    Ok(img) => img,
+                    Err(e @ crate::cluster::ClusterError::Fenced { .. }) => {
+                        self.lose_lease("agent instance moved to another node");
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                None => {
+                    let (epoch, img) = pg.acquire(&ns, &name, self.me.clone()).await?;
+                    self.lease = Some(epoch);
+                    img
+                }
+            };
+            return Ok(crate::store::InstanceStore::from_image(image)?);
+        }
+        Ok(self.env.storage.open(&self.cx.namespace, &self.cx.name)?)
+    }
+
     /// Starts (or wakes) the instance: open storage, load state, announce MCP servers to the
     /// sockets that stayed open, then `on_start`.
     async fn wake(&mut self) -> Result<(), BoxError> {
@@ -525,7 +688,7 @@ impl<A: Agent> Actor<A> {
                 .await?;
             self.awake = Some(ticket);
         }
-        let store = self.env.storage.open(&self.cx.namespace, &self.cx.name)?;
+        let store = self.open_store().await?;
         let mut agent = (self.factory)(&self.cx.name);
         self.starts += 1;
         let from_store = match store.load_state()? {
@@ -582,7 +745,14 @@ impl<A: Agent> Actor<A> {
                 }
             }
             Cmd::Delete { reply } => {
-                let _ = reply.send(self.delete());
+                let r = self.delete_everywhere().await;
+                let _ = reply.send(r);
+            }
+            #[cfg(feature = "postgres")]
+            Cmd::LeaseLost { epoch } => {
+                if self.lease == Some(epoch) {
+                    self.lose_lease("agent instance moved to another node");
+                }
             }
             Cmd::Start { props, reply } => {
                 let asleep = self.agent.is_none();
@@ -611,8 +781,10 @@ impl<A: Agent> Actor<A> {
 
     async fn handle_event(&mut self, cmd: Cmd) {
         if let Err(e) = self.wake().await {
-            let busy = e.is::<Busy>();
-            let (status, text, code) = if busy {
+            let (status, text, code) = if moved(&e) {
+                tracing::info!(error = %e, "agent instance not started here");
+                (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", 1012)
+            } else if e.is::<Busy>() {
                 tracing::warn!(error = %e, "agent instance not started");
                 (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", 1013)
             } else {
@@ -645,6 +817,8 @@ impl<A: Agent> Actor<A> {
                 | Cmd::Hibernate
                 | Cmd::Alarm
                 | Cmd::Delete { .. } => {}
+                #[cfg(feature = "postgres")]
+                Cmd::LeaseLost { .. } => {}
             }
             return;
         }
@@ -668,6 +842,9 @@ impl<A: Agent> Actor<A> {
         let mut panicked = false;
         match cmd {
             Cmd::Connect { conn, parts, reply } => {
+                if let Some(g) = &cx.gate {
+                    conn.set_gate(g);
+                }
                 let key = conn.key();
                 let outcome = match guard(connect(agent, cx, &self.env.limits, conn, &parts)).await
                 {
@@ -771,9 +948,14 @@ impl<A: Agent> Actor<A> {
                         internal_error()
                     }
                 };
-                let _ = reply.send(resp);
+                cx.after_commit(move || {
+                    let _ = reply.send(resp);
+                });
             }
             Cmd::Call { method, args, conn } => {
+                if let Some(g) = &cx.gate {
+                    conn.set_gate(g);
+                }
                 let id = agentwire_protocol::RpcId::from("handle");
                 panicked = run_call(agent, cx, id, method, args, conn, true).await;
             }
@@ -783,6 +965,8 @@ impl<A: Agent> Actor<A> {
             | Cmd::Delete { .. }
             | Cmd::Start { .. }
             | Cmd::With(_) => {}
+            #[cfg(feature = "postgres")]
+            Cmd::LeaseLost { .. } => {}
         }
         if panicked {
             self.reset_after_panic();
@@ -862,6 +1046,29 @@ pub(crate) async fn run_call<A: Agent>(
     let _ = conn.send_text(encode_reply(id, &method, res));
     crate::metrics::rpc_done(t);
     panicked
+}
+
+/// Whether waking failed because another node owns the instance (clients should retry: the
+/// next attempt is forwarded to the owner).
+fn moved(e: &BoxError) -> bool {
+    #[cfg(feature = "postgres")]
+    {
+        use crate::cluster::ClusterError;
+        let cluster = e.downcast_ref::<ClusterError>().or_else(|| {
+            match e.downcast_ref::<crate::StoreError>() {
+                Some(crate::StoreError::Cluster(c)) => Some(c),
+                _ => None,
+            }
+        });
+        if matches!(
+            cluster,
+            Some(ClusterError::OwnedElsewhere { .. } | ClusterError::Fenced { .. })
+        ) {
+            return true;
+        }
+    }
+    let _ = e;
+    false
 }
 
 fn internal_error() -> Response<Body> {

@@ -89,6 +89,7 @@
 //! | `client` | off | `agentwire::client`: the Rust `AgentClient` (its `CallStream`, events and state are also `futures_core::Stream`s) |
 //! | `tls` | off (on with `cli`) | rustls: `wss://` for the client, `https://` for `tail`, `Server::serve_tls`, the `tls` module |
 //! | `demo` | off (on with `cli`) | `agentwire::demo`: the demo agents of `agentwire serve` |
+//! | `postgres` | off (on with `cli`) | [`Storage::postgres`] and the [`cluster`]: instance data in PostgreSQL, one owner per instance by leases with fencing epochs, forwarding to the owner (tokio-postgres, deadpool-postgres) |
 //! | `cli` | on | the `agentwire` command and `agentwire::tail`; tokio's multi-threaded runtime and signals |
 //!
 //! A library user sets `default-features = false` (and picks `deflate`, `client`, `tls`): the
@@ -405,18 +406,53 @@
 //!
 //! [`Storage::sqlite`] keeps one database per instance under a data directory; a state update
 //! is committed before it is broadcast or acknowledged. [`Storage::memory`] is for tests.
+//!
+//! With the `postgres` feature, `Storage::postgres(url)` keeps every instance in PostgreSQL and
+//! `Storage::postgres_node(url, Node::new("n1").advertise("10.0.0.1:8787"))` makes the server a
+//! node of a cluster: any node accepts any request, each instance is served by the node holding
+//! its lease, and every write is fenced by the lease's epoch and durable before anything the
+//! event produced goes out. The design, its consistency and its cost are in [`cluster`]:
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use agentwire::cluster::Node;
+//! use agentwire::{Server, Storage};
+//! use std::time::Duration;
+//!
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8787").await?;
+//! let node = Node::new("node-1")
+//!     .advertise("10.0.0.1:8787")
+//!     .lease_ttl(Duration::from_secs(10));
+//! let storage = Storage::postgres_node("postgres://agentwire:secret@db:5432/agentwire", node)?;
+//! storage.connect().await?; // creates the tables, registers the node
+//! # #[derive(Default)] struct MyAgent;
+//! # impl agentwire::Agent for MyAgent { type State = serde_json::Value; }
+//! Server::builder()
+//!     .agent("MyAgent", |_name| MyAgent::default())
+//!     .storage(storage)
+//!     .build()
+//!     .serve(listener)
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod accept;
 mod agent;
 pub mod body;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod cluster;
 // The Rust `AgentClient`, only with the `client` feature (documented in the module).
 #[cfg(feature = "client")]
 pub mod client;
 mod connection;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "postgres")]
+mod forward;
 mod handle;
 mod instance;
 pub mod metrics;

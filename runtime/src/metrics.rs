@@ -18,6 +18,8 @@
 //! | `agentwire_queue_overflows_total{queue="connection"\|"sse"}` | counter | connections closed with `1008` for a full send queue; SSE subscribers dropped |
 //! | `agentwire_instance_queue_full_total` | counter | events that waited for room in a full instance queue |
 //! | `agentwire_sqlite_write_duration_seconds` | histogram | state saves and SSE appends, commit included |
+//! | `agentwire_postgres_write_duration_seconds` | histogram | fenced image writes to PostgreSQL (cluster storage), round trip included |
+//! | `agentwire_leases_total{event="acquired"\|"released"\|"lost"\|"fenced"}` | counter | instance leases taken, given back, found gone at renewal, and writes or loads refused for a stale epoch |
 //!
 //! The compression ratio of outbound traffic is
 //! `agentwire_wire_bytes_total{direction="out"} / agentwire_message_bytes_total{direction="out"}`
@@ -58,6 +60,8 @@ struct Metrics {
     overflow_sse: Counter,
     instance_full: Counter,
     sqlite_write: Histogram,
+    pg_write: Histogram,
+    leases: Family<Labels, Counter>,
 }
 
 static M: LazyLock<Metrics> = LazyLock::new(|| {
@@ -124,6 +128,18 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         "SQLite state saves and SSE appends, commit included",
         sqlite_write.clone(),
     );
+    let pg_write = Histogram::new(exponential_buckets(0.0001, 3.0, 10));
+    r.register(
+        "postgres_write_duration_seconds",
+        "Fenced image writes to PostgreSQL, round trip included",
+        pg_write.clone(),
+    );
+    let leases = Family::<Labels, Counter>::default();
+    r.register(
+        "leases",
+        "Instance leases acquired, released, lost, and stale-epoch writes refused",
+        leases.clone(),
+    );
     let dir = |d| [("direction", d)];
     Metrics {
         websockets,
@@ -142,6 +158,8 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         overflow_sse: overflows.get_or_create_owned(&[("queue", "sse")]),
         instance_full,
         sqlite_write,
+        pg_write,
+        leases,
         registry: r,
     }
 });
@@ -258,6 +276,16 @@ pub(crate) fn start() -> Instant {
 
 pub(crate) fn rpc_done(start: Instant) {
     M.rpc.observe(start.elapsed().as_secs_f64());
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn pg_write_done(start: Instant) {
+    M.pg_write.observe(start.elapsed().as_secs_f64());
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn lease_event(event: &'static str) {
+    M.leases.get_or_create(&[("event", event)]).inc();
 }
 
 pub(crate) fn sqlite_write_done(start: Instant) {

@@ -492,6 +492,34 @@ impl Scheduler {
     }
 }
 
+/// Cluster storage: every second, asks PostgreSQL for instances with a schedule due soon
+/// that no live node owns (their owner died, or they ended) and puts them in this node's
+/// index, whose timer wakes them (acquiring their lease; if another node gets there first
+/// its wake is the one that runs them). Instances awake on a node are in its own index.
+#[cfg(feature = "postgres")]
+pub(crate) async fn poll_cluster(
+    pg: std::sync::Weak<crate::cluster::Pg>,
+    scheduler: std::sync::Weak<Scheduler>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(pg), Some(scheduler)) = (pg.upgrade(), scheduler.upgrade()) else {
+            return;
+        };
+        let soon = i64::try_from(now_ms() + 1000).unwrap_or(i64::MAX);
+        match pg.due(soon).await {
+            Ok(due) => {
+                for ((ns, name), at) in due {
+                    let _ = scheduler.lower(&ns, &name, at);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read due schedules from PostgreSQL"),
+        }
+    }
+}
+
 impl FromStr for When {
     type Err = ScheduleError;
 

@@ -403,7 +403,15 @@ impl Server {
             }
             Verdict::NoOrigin | Verdict::SameOrigin | Verdict::Foreign => None,
         };
+        #[allow(unused_mut)]
         let mut resp = self.route(req).await;
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.inner.env.storage.postgres_store() {
+            // a forwarded response already names the node that ran the instance
+            if let Ok(v) = http::HeaderValue::from_str(pg.node.id()) {
+                resp.headers_mut().entry(crate::forward::NODE).or_insert(v);
+            }
+        }
         if self.inner.origins.is_listing() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             origin::decorate(&mut resp, allowed);
         }
@@ -449,6 +457,14 @@ impl Server {
             if let Err(resp) = authorize(ar).await {
                 return resp;
             }
+        }
+        // Cluster storage: an instance another node owns is served there.
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.inner.env.storage.postgres_store() {
+            req = match crate::forward::route(pg, class.namespace(), &name, req).await {
+                Ok(resp) => return resp,
+                Err(req) => req,
+            };
         }
         if upgrade {
             // Without hyper's upgrade extension the socket can never be handed over: answering
@@ -696,6 +712,15 @@ impl Server {
         if !scheduler.start_once() {
             return;
         }
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.inner.env.storage.postgres_store() {
+            // lease renewals, and the schedules of instances no node has awake
+            pg.start();
+            tokio::spawn(crate::schedule::poll_cluster(
+                Arc::downgrade(pg),
+                Arc::downgrade(&scheduler),
+            ));
+        }
         let server = self.clone();
         tokio::spawn(scheduler.run(move |ns, name| {
             let server = server.clone();
@@ -723,6 +748,13 @@ impl Server {
     /// and waits for it.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+        // Cluster storage: nothing more is written from here; the leases go back at once
+        // (writes still in flight are refused and their output dropped) so that other nodes
+        // take over without waiting for them to expire.
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.inner.env.storage.postgres_store() {
+            pg.release_all().await;
+        }
         // End live SSE responses (their HTTP connections can then close).
         let instances: Vec<_> = self.inner.env.registry.lock().values().cloned().collect();
         for tx in instances {
@@ -917,7 +949,7 @@ type Acceptor = tokio_rustls::TlsAcceptor;
 #[cfg(not(feature = "tls"))]
 type Acceptor = std::convert::Infallible;
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())

@@ -26,7 +26,12 @@ pub struct Storage {
 #[derive(Debug)]
 enum Kind {
     Memory(Memory),
-    Sqlite { dir: PathBuf, full_sync: bool },
+    Sqlite {
+        dir: PathBuf,
+        full_sync: bool,
+    },
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<crate::cluster::Pg>),
 }
 
 /// In-memory databases live as long as the `Storage`: each is a named shared-cache memory
@@ -51,6 +56,10 @@ pub enum StoreError {
     /// The instance's database is not open (used outside a hook of a started instance).
     #[error("the instance's storage is not open")]
     Closed,
+    /// PostgreSQL storage failed, or this node no longer owns the instance.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl Storage {
@@ -86,11 +95,57 @@ impl Storage {
         }
     }
 
+    /// Every instance's data in PostgreSQL (see [`cluster`](crate::cluster)): one row per
+    /// instance holding its lease and its SQLite database image, written (fenced by the
+    /// lease's epoch) before anything an event produced is acknowledged. This node gets a
+    /// random id and forwards nothing; use [`postgres_node`](Self::postgres_node) in a
+    /// cluster. Connects on first use (tables are created then); `url` is a libpq-style URL,
+    /// `postgres://user:password@host:port/database`.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres(url: &str) -> Result<Self, StoreError> {
+        Self::postgres_node(url, crate::cluster::Node::default())
+    }
+
+    /// [`postgres`](Self::postgres) as the cluster node `node`: its id owns leases, and other
+    /// nodes forward requests for its instances to its advertised address.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres_node(url: &str, node: crate::cluster::Node) -> Result<Self, StoreError> {
+        Ok(Self {
+            kind: Arc::new(Kind::Postgres(Arc::new(crate::cluster::Pg::new(
+                url, node,
+            )?))),
+        })
+    }
+
+    /// Checks that the storage can be used: for PostgreSQL, connects, creates the tables if
+    /// missing and registers this node; nothing to do for SQLite and memory storage (their
+    /// databases open per instance).
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "postgres")]
+        if let Kind::Postgres(pg) = &*self.kind {
+            pg.connect().await?;
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL side, if this is PostgreSQL storage.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres_store(&self) -> Option<&Arc<crate::cluster::Pg>> {
+        match &*self.kind {
+            Kind::Postgres(pg) => Some(pg),
+            _ => None,
+        }
+    }
+
     /// The data directory, if this is file storage.
     pub fn dir(&self) -> Option<&Path> {
         match &*self.kind {
             Kind::Memory(_) => None,
             Kind::Sqlite { dir, .. } => Some(dir),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => None,
         }
     }
 
@@ -115,6 +170,9 @@ impl Storage {
                     }
                 }
             }
+            // the instance deletes its row under its lease
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => {}
         }
         Ok(())
     }
@@ -159,14 +217,66 @@ impl Storage {
                 db.busy_timeout(std::time::Duration::from_secs(5))?;
                 db
             }
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => return InstanceStore::from_image(None),
         };
+        InstanceStore::prepare(db)
+    }
+}
+
+impl InstanceStore {
+    fn prepare(db: Db) -> Result<InstanceStore, StoreError> {
         crate::schedule::ensure_table(&db)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS cf_agents_state (id TEXT PRIMARY KEY NOT NULL, state TEXT);
              CREATE TABLE IF NOT EXISTS cf_agents_sse (stream TEXT NOT NULL, id INTEGER NOT NULL,
                  event TEXT, data TEXT NOT NULL, PRIMARY KEY (stream, id));",
         )?;
-        Ok(InstanceStore { db })
+        Ok(InstanceStore {
+            db,
+            #[cfg(feature = "postgres")]
+            dirty: None,
+        })
+    }
+
+    /// A private in-memory database loaded from `image` (empty: a new one), with a commit
+    /// hook that marks it dirty (cluster storage).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn from_image(image: Option<Vec<u8>>) -> Result<InstanceStore, StoreError> {
+        let mut db = Db::open_in_memory()?;
+        match image {
+            Some(img) if !img.is_empty() => {
+                let len = img.len();
+                db.deserialize_read_exact(rusqlite::MAIN_DB, &img[..], len, false)?;
+            }
+            _ => {
+                // small pages: a small agent's image is a few KiB, not tens
+                db.pragma_update(None, "page_size", 1024)?;
+            }
+        }
+        let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dirty.clone();
+        db.commit_hook(Some(move || {
+            flag.store(true, Ordering::Relaxed);
+            false
+        }))?;
+        let mut store = Self::prepare(db)?;
+        store.dirty = Some(dirty);
+        Ok(store)
+    }
+
+    /// Whether anything was committed since the last call (cluster storage).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn take_dirty(&self) -> bool {
+        self.dirty
+            .as_ref()
+            .is_some_and(|d| d.swap(false, Ordering::Relaxed))
+    }
+
+    /// The database as SQLite serializes it.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn image(&self) -> Result<Vec<u8>, StoreError> {
+        Ok(self.db.serialize(rusqlite::MAIN_DB)?.to_vec())
     }
 }
 
@@ -204,6 +314,9 @@ pub(crate) fn file_name(name: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct InstanceStore {
     pub(crate) db: Db,
+    /// Set by every commit (cluster storage: the image is written after the event).
+    #[cfg(feature = "postgres")]
+    dirty: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// One stored SSE event.

@@ -120,6 +120,47 @@ struct ServeArgs {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// Run as a node of a cluster: agent instances live in this PostgreSQL database
+    /// (postgres://user:password@host:port/db), each served by the node holding its lease;
+    /// requests for instances other nodes own are forwarded to them. --data then only holds
+    /// uploaded files.
+    #[arg(long, env = "AGENTWIRE_CLUSTER", value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's id in the cluster: unique per running node (a restarted node may keep its
+    /// id). [default: node-<advertised address>]
+    #[arg(
+        long,
+        env = "AGENTWIRE_NODE_ID",
+        value_name = "ID",
+        requires = "cluster"
+    )]
+    node_id: Option<String>,
+    /// Where the other nodes reach this one (host:port) to forward requests.
+    /// [default: the address listened on]
+    #[arg(
+        long,
+        env = "AGENTWIRE_ADVERTISE",
+        value_name = "HOST:PORT",
+        requires = "cluster"
+    )]
+    advertise: Option<String>,
+    /// How long an instance's lease lasts without renewal: the longest the instances of a
+    /// dead node stay unavailable. Renewed every third of it.
+    #[arg(
+        long,
+        env = "AGENTWIRE_LEASE_TTL",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
+    lease_ttl: Dur,
+    /// PostgreSQL connections of this node's pool.
+    #[arg(
+        long,
+        env = "AGENTWIRE_PG_POOL",
+        value_name = "N",
+        default_value_t = 16
+    )]
+    pg_pool: usize,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -392,16 +433,55 @@ async fn serve(args: ServeArgs) -> ExitCode {
     } else {
         None
     };
-    let mut builder = agentwire::demo::builder(
-        Storage::sqlite(data),
-        limits,
-        agentwire::demo::tasks::TaskRunner::new(),
-    )
-    .allowed_origins(args.allow_origin.clone())
-    .fallback(move |req| {
-        let r = r.clone();
-        async move { ops(&req, &r, metrics).unwrap_or_else(|| agentwire::demo::page(&req)) }
-    });
+    let listener = match tokio::net::TcpListener::bind(&args.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| args.addr.clone(), |a| a.to_string());
+    let storage = match &args.cluster {
+        None => Storage::sqlite(data),
+        Some(url) => {
+            let advertise = args.advertise.clone().unwrap_or_else(|| local.clone());
+            let id = args
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{advertise}"));
+            let node = agentwire::cluster::Node::new(id.clone())
+                .advertise(advertise.clone())
+                .lease_ttl(args.lease_ttl.0)
+                .pool_size(args.pg_pool);
+            let storage = match Storage::postgres_node(url, node) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("--cluster: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Err(e) = storage.connect().await {
+                tracing::error!("--cluster: cannot use the PostgreSQL database: {e}");
+                return ExitCode::FAILURE;
+            }
+            tracing::info!(
+                node = %id,
+                advertise = %advertise,
+                lease_ttl = ?args.lease_ttl.0,
+                "cluster node"
+            );
+            storage
+        }
+    };
+    let mut builder =
+        agentwire::demo::builder(storage, limits, agentwire::demo::tasks::TaskRunner::new())
+            .allowed_origins(args.allow_origin.clone())
+            .fallback(move |req| {
+                let r = r.clone();
+                async move { ops(&req, &r, metrics).unwrap_or_else(|| agentwire::demo::page(&req)) }
+            });
     if let Some(rt) = &agents {
         builder = builder.agent_runtime(rt.handle().clone());
     }
@@ -415,13 +495,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
             }
         },
         _ => None,
-    };
-    let listener = match tokio::net::TcpListener::bind(&args.addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot listen on {}: {e}", args.addr);
-            return ExitCode::FAILURE;
-        }
     };
     let (ops_done, ops_stop) = tokio::sync::oneshot::channel::<()>();
     let ops_task = match args.metrics_addr {
@@ -453,9 +526,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
         None => None,
     };
-    let local = listener
-        .local_addr()
-        .map_or_else(|_| args.addr.clone(), |a| a.to_string());
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
