@@ -12,6 +12,9 @@
 #   scripts/cluster.sh start NODE    # (re)start a node that is not running, same port and data
 #   scripts/cluster.sh psql [SQL]    # psql as the nodes' role; with SQL: run it, unaligned output
 #   scripts/cluster.sh logs [NAME]   # print the logs (all, or postgres, haproxy, n1, …)
+#   scripts/cluster.sh pg-up         # only the PostgreSQL (`up` reuses it); prints one line,
+#                                    # `export AGENTWIRE_TEST_POSTGRES=postgres://…`, for eval
+#   scripts/cluster.sh pg-down       # stop it and remove the state (when no node runs)
 #
 # Environment (all optional; ports are chosen on the first `up` and kept in the state dir):
 #   CLUSTER_DIR      state directory [default: $CARGO_TARGET_DIR/cluster or target/cluster]
@@ -37,7 +40,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"
-state="${CLUSTER_DIR:-$target/cluster}"
+state="$(realpath -m "${CLUSTER_DIR:-$target/cluster}")"
 logs="$state/logs"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 DB_USER=agentwire
@@ -187,7 +190,7 @@ pg_up() {
     -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'" | grep -q 1; then
     note "creating role and database $DB_NAME"
     as_pg "$PG_BIN/psql" -h "$sock" -p "$PG_PORT" -U postgres -Xq -v ON_ERROR_STOP=1 -d postgres \
-      -c "CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASS'" \
+      -c "CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASS'" \
       -c "CREATE DATABASE $DB_NAME OWNER $DB_USER" > /dev/null
   fi
 }
@@ -433,6 +436,30 @@ cmd_down() {
   echo "cluster stopped, $state removed"
 }
 
+# Only PostgreSQL, for tests that start nodes themselves: everything but the export line goes
+# to stderr, so that `eval "$(scripts/cluster.sh pg-up)"` sets the variable.
+cmd_pg_up() {
+  load_config create
+  mkdir -p "$logs"
+  pg_up >&2
+  echo "export AGENTWIRE_TEST_POSTGRES=$(database_url)"
+}
+
+cmd_pg_down() {
+  if [ ! -f "$state/ports.env" ]; then
+    echo "no cluster in $state" >&2
+    return
+  fi
+  load_config
+  local id
+  for id in haproxy $(node_ids); do
+    alive "$id" && die "$id is running in $state: use \`scripts/cluster.sh down\`"
+  done
+  pg_down
+  rm -rf "$state"
+  echo "PostgreSQL stopped, $state removed" >&2
+}
+
 cmd_logs() {
   load_config
   local f
@@ -461,6 +488,8 @@ case "${1:-}" in
     ;;
   psql) shift; load_config; run_psql "$@" ;;
   logs) load_config; cmd_logs "${2:-}" ;;
+  pg-up) cmd_pg_up ;;
+  pg-down) cmd_pg_down ;;
   -h | --help | help) usage 0 ;;
   *) usage ;;
 esac

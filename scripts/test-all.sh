@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A throwaway PostgreSQL 15 for the cluster tests of `cargo test` (runtime/tests/cluster.rs
+# reads AGENTWIRE_TEST_POSTGRES), in a state directory of its own, stopped and removed on exit.
+export CLUSTER_TEST_DIR="${CARGO_TARGET_DIR:-target}/cluster-test"
+echo "== PostgreSQL for the cluster tests (scripts/cluster.sh pg-up)"
+trap 'CLUSTER_DIR="$CLUSTER_TEST_DIR" scripts/cluster.sh down > /dev/null 2>&1 || true' EXIT
+pg_env="$(CLUSTER_DIR="$CLUSTER_TEST_DIR" scripts/cluster.sh pg-up)"
+eval "$pg_env"
+
 echo "== cargo test (workspace, all features)"
 cargo test --workspace --all-features
 
