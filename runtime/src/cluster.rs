@@ -213,7 +213,7 @@ CREATE TABLE IF NOT EXISTS agentwire_instances (
     next_due_ms bigint,
     updated_at timestamptz,
     PRIMARY KEY (namespace, name)
-);
+) WITH (fillfactor = 80);
 CREATE INDEX IF NOT EXISTS agentwire_instances_owner ON agentwire_instances (owner);
 CREATE INDEX IF NOT EXISTS agentwire_instances_due ON agentwire_instances (next_due_ms)
     WHERE next_due_ms IS NOT NULL;
@@ -542,30 +542,19 @@ impl Pg {
         if held.is_empty() {
             return Ok(());
         }
-        let ns: Vec<&str> = held.iter().map(|((n, _), _)| n.as_str()).collect();
-        let names: Vec<&str> = held.iter().map(|((_, n), _)| n.as_str()).collect();
-        let epochs: Vec<i64> = held.iter().map(|(_, e)| *e).collect();
+        // Every valid lease under this node id, in one statement through the owner index
+        // (leases a previous run of this node left behind are renewed too: requests for them
+        // are routed here and re-acquire them).
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "UPDATE agentwire_instances i SET expires_at = now() + make_interval(secs => $2)
-                 FROM unnest($3::text[], $4::text[], $5::int8[]) AS h(namespace, name, epoch)
-                 WHERE i.namespace = h.namespace AND i.name = h.name AND i.epoch = h.epoch
-                     AND i.owner = $1 AND i.expires_at > now()
-                 RETURNING i.namespace, i.name, i.epoch",
+                "UPDATE agentwire_instances SET expires_at = now() + make_interval(secs => $2)
+                 WHERE owner = $1 AND expires_at > now()
+                 RETURNING namespace, name, epoch",
             )
             .await?;
         let rows = c
-            .query(
-                &st,
-                &[
-                    &self.node.id,
-                    &secs(self.node.lease_ttl),
-                    &ns,
-                    &names,
-                    &epochs,
-                ],
-            )
+            .query(&st, &[&self.node.id, &secs(self.node.lease_ttl)])
             .await?;
         let mut renewed: HashMap<Key, i64> = HashMap::with_capacity(rows.len());
         for r in rows {
