@@ -158,7 +158,24 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-pg_running() { as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" status > /dev/null 2>&1; }
+# PostgreSQL runs as the `postgres` user, who must be able to reach its directory. When the state
+# directory lies under a private parent (a checkout in /root, say), PostgreSQL's directory goes
+# to /tmp instead, linked from the state directory (and removed with it).
+pg_alt="/tmp/agentwire-pg-$(printf %s "$state" | md5sum | cut -c1-12)"
+pg_home() {
+  if [ "$(id -u)" = 0 ] && [ ! -e "$state/pg" ] \
+    && ! runuser -u postgres -- test -x "$state" 2> /dev/null; then
+    rm -rf "$pg_alt"
+    mkdir -p "$pg_alt"
+    chown postgres: "$pg_alt"
+    ln -s "$pg_alt" "$state/pg"
+  fi
+}
+
+# the real path of PostgreSQL's directory (through the link, if any)
+pgd() { readlink -f "$state/pg"; }
+
+pg_running() { [ -e "$state/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$(pgd)/data" status > /dev/null 2>&1; }
 
 pg_up() {
   if [ ! -x "$PG_BIN/initdb" ] && [ "$PG_BIN" = /usr/lib/postgresql/15/bin ] && [ "$(id -u)" = 0 ] \
@@ -167,21 +184,25 @@ pg_up() {
     apt-get update -qq && apt-get install -y -qq postgresql-15 > /dev/null
   fi
   [ -x "$PG_BIN/initdb" ] || die "PostgreSQL not found in $PG_BIN (install postgresql-15 or set PG_BIN)"
-  local sock="$state/pg/sock"
   if [ ! -f "$state/pg/data/PG_VERSION" ]; then
     note "initdb (PostgreSQL in $state/pg)"
-    rm -rf "$state/pg"
-    mkdir -p "$state/pg/data" "$sock"
-    [ "$(id -u)" = 0 ] && chown -R postgres: "$state/pg"
+    if [ -L "$state/pg" ]; then rm -rf "$state/pg/"*; else rm -rf "$state/pg"; fi
+    pg_home
+    mkdir -p "$state/pg/data" "$state/pg/sock"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$(pgd)"
     chmod 700 "$state/pg/data"
-    as_pg "$PG_BIN/initdb" -D "$state/pg/data" -U postgres -E UTF8 --locale=C.UTF-8 \
+    as_pg "$PG_BIN/initdb" -D "$(pgd)/data" -U postgres -E UTF8 --locale=C.UTF-8 \
       --auth-local=trust --auth-host=scram-sha-256 > "$logs/initdb.log" 2>&1 \
       || { cat "$logs/initdb.log" >&2; die "initdb failed"; }
   fi
+  local sock
+  sock="$(pgd)/sock"
   if ! pg_running; then
     note "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    [ "$(id -u)" = 0 ] && touch "$logs/postgres.log" && chown postgres: "$logs/postgres.log"
-    as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -l "$logs/postgres.log" -w -t 30 \
+    # the log is written by PostgreSQL itself, in its own directory (linked from the logs)
+    [ "$(id -u)" = 0 ] && touch "$state/pg/postgres.log" && chown postgres: "$state/pg/postgres.log"
+    ln -sfn "$state/pg/postgres.log" "$logs/postgres.log"
+    as_pg "$PG_BIN/pg_ctl" -D "$(pgd)/data" -l "$(pgd)/postgres.log" -w -t 30 \
       -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200" \
       start > /dev/null || { tail -20 "$logs/postgres.log" >&2; die "PostgreSQL did not start"; }
   fi
@@ -197,7 +218,7 @@ pg_up() {
 
 pg_down() {
   if [ -f "$state/pg/data/PG_VERSION" ] && pg_running; then
-    as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m fast -w -t 20 stop > /dev/null || true
+    as_pg "$PG_BIN/pg_ctl" -D "$(pgd)/data" -m fast -w -t 20 stop > /dev/null || true
   fi
 }
 
@@ -432,7 +453,7 @@ cmd_down() {
     stop_pid haproxy
     pg_down
   fi
-  rm -rf "$state"
+  rm -rf "$state" "$pg_alt"
   echo "cluster stopped, $state removed"
 }
 
@@ -456,7 +477,7 @@ cmd_pg_down() {
     alive "$id" && die "$id is running in $state: use \`scripts/cluster.sh down\`"
   done
   pg_down
-  rm -rf "$state"
+  rm -rf "$state" "$pg_alt"
   echo "PostgreSQL stopped, $state removed" >&2
 }
 
