@@ -22,8 +22,9 @@
 //! every third of [`Node::lease_ttl`] in one statement; a lease it finds gone (taken over after
 //! it expired, e.g. while the process was frozen) makes the instance close its sockets with
 //! `1012` (service restart: clients reconnect and reach the new owner) and drop its memory
-//! without writing. The lease is released when the instance ends (no connections, idle) or is
-//! deleted, and when the server shuts down.
+//! without writing; so does every instance of a node that could not renew for a whole lease
+//! time (cut off from PostgreSQL: it stops serving reads too). The lease is released when the
+//! instance ends (no connections, idle) or is deleted, and when the server shuts down.
 //!
 //! # Writes are fenced, and durable before anything is acknowledged
 //!
@@ -593,18 +594,44 @@ impl Pg {
             return;
         }
         let me = Arc::downgrade(self);
-        let every = self.node.lease_ttl / 3;
+        let ttl = self.node.lease_ttl;
+        let every = ttl / 3;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // When the last renewal that succeeded was sent: every lease renewed then lasts
+            // until at least this plus the lease time by PostgreSQL's clock too.
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(pg) = me.upgrade() else { return };
-                if let Err(e) = pg.renew().await {
-                    tracing::warn!(error = %e, "lease renewal failed");
+                let sent = tokio::time::Instant::now();
+                match tokio::time::timeout(every, pg.renew()).await {
+                    Ok(Ok(())) => renewed = sent,
+                    Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+                    Err(_) => tracing::warn!("lease renewal timed out"),
+                }
+                // Cut off from PostgreSQL for a whole lease: other nodes may own these
+                // instances by now, so they stop serving here (reads included).
+                if renewed.elapsed() >= ttl {
+                    pg.give_up_all();
                 }
             }
         });
+    }
+
+    /// Tells every instance holding a lease that it is lost (this node could not renew).
+    fn give_up_all(&self) {
+        let held: Vec<(Key, (i64, mpsc::WeakSender<Cmd>))> = lock(&self.held).drain().collect();
+        for ((ns, name), (epoch, tx)) in held {
+            tracing::warn!(namespace = %ns, name = %name, epoch, "lease expired without renewal");
+            crate::metrics::lease_event("lost");
+            if let Some(tx) = tx.upgrade() {
+                tokio::spawn(async move {
+                    let _ = tx.send(Cmd::LeaseLost { epoch }).await;
+                });
+            }
+        }
     }
 
     /// Instances with a schedule due by `now_ms` that no live node owns (or this one does).

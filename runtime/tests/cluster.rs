@@ -310,3 +310,83 @@ fn a_schedule_of_a_dead_owner_runs_on_another_node() {
         }
     });
 }
+
+/// A TCP relay in front of PostgreSQL that can be cut (a partition between a node and the
+/// database).
+struct Relay {
+    url: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(url: &str) -> Relay {
+        let (head, tail) = url.rsplit_once('@').expect("a URL with user@host");
+        let (hostport, db) = tail.split_once('/').expect("a URL with a database");
+        let upstream = hostport.to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_url = format!("{head}@{}/{db}", listener.local_addr().unwrap());
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                t.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Relay {
+            url: relay_url,
+            tasks,
+        }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgres_stops_serving_within_the_lease_time() {
+    let Some(url) = pg_url() else { return };
+    let relay = Relay::start(&url).await;
+    let ttl = Duration::from_secs(2);
+    let a = node(&relay.url, &unique("a"), ttl, Limits::default()).await;
+    let name = unique("cut");
+    let (mut c, _) = connected(a, &name).await;
+    assert_eq!(c.call_ok("increment", json!([])).await, json!(1));
+    // another instance of the node that writes nothing after the cut
+    let quiet = unique("quiet");
+    let (mut reader, _) = connected(a, &quiet).await;
+    relay.cut();
+    let cut = Instant::now();
+    // A write cannot be stored: it is not acknowledged and the socket closes with 1012.
+    c.send_json(&json!({"type": "rpc", "id": "cut", "method": "increment", "args": []}))
+        .await;
+    let (code, seen) = until_closed(&mut c, ttl * 3).await;
+    assert_eq!(code, Some(1012), "frames: {seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|v| v["id"] == "cut" && v["success"] == json!(true)),
+        "a write that could not be stored was acknowledged: {seen:?}"
+    );
+    // The node's other instances stop serving once it could not renew for a lease time.
+    let (code, _) = until_closed(&mut reader, ttl * 3).await;
+    assert_eq!(code, Some(1012));
+    let stopped = cut.elapsed();
+    assert!(
+        stopped >= ttl / 3 && stopped < ttl + Duration::from_secs(2),
+        "stopped serving {stopped:?} after the cut (lease {ttl:?})"
+    );
+    // Nothing of it reached the database.
+    let db = sql(&url).await;
+    assert_eq!(stored_count(&db, &name).await, Some(1));
+}
