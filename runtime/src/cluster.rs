@@ -22,8 +22,8 @@
 //! every third of [`Node::lease_ttl`] in one statement; a lease it finds gone (taken over after
 //! it expired, e.g. while the process was frozen) makes the instance close its sockets with
 //! `1012` (service restart: clients reconnect and reach the new owner) and drop its memory
-//! without writing; so does every instance of a node that could not renew for a whole lease
-//! time (cut off from PostgreSQL: it stops serving reads too). The lease is released when the
+//! without writing; so does every instance of a node that could not renew its leases before
+//! they run out (cut off from PostgreSQL: it stops serving reads too). The lease is released when the
 //! instance ends (no connections, idle) or is deleted, and when the server shuts down.
 //!
 //! # Writes are fenced, and durable before anything is acknowledged
@@ -611,9 +611,10 @@ impl Pg {
                     Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
                     Err(_) => tracing::warn!("lease renewal timed out"),
                 }
-                // Cut off from PostgreSQL for a whole lease: other nodes may own these
-                // instances by now, so they stop serving here (reads included).
-                if renewed.elapsed() >= ttl {
+                // Cut off from PostgreSQL: before the leases can run out (the next tick would
+                // be too late) the instances stop serving here, reads included, as other
+                // nodes may own them next.
+                if renewed.elapsed() + every >= ttl {
                     pg.give_up_all();
                 }
             }
