@@ -23,8 +23,10 @@
 //! it expired, e.g. while the process was frozen) makes the instance close its sockets with
 //! `1012` (service restart: clients reconnect and reach the new owner) and drop its memory
 //! without writing; so does every instance of a node that could not renew its leases before
-//! they run out (cut off from PostgreSQL: it stops serving reads too). The lease is released when the
-//! instance ends (no connections, idle) or is deleted, and when the server shuts down.
+//! they run out (cut off from PostgreSQL: it stops serving reads too). The lease is released
+//! when the instance hibernates without connections (it ends then, one idle timeout after its
+//! last socket closed), when it is deleted, and when the server shuts down. An instance that
+//! hibernates with open sockets keeps its lease.
 //!
 //! # Writes are fenced, and durable before anything is acknowledged
 //!

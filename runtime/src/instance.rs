@@ -445,6 +445,11 @@ impl<A: Agent> Actor<A> {
                 _ = sleep_for(idle), if idle.is_some() => {
                     if self.agent.is_some() {
                         self.maybe_hibernate();
+                        // Cluster storage: an instance without sockets ends when it hibernates,
+                        // giving its lease back, so that any node may wake it next.
+                        if self.cx.gate.is_some() && self.agent.is_none() && self.try_exit(&mut rx) {
+                            break;
+                        }
                     } else if self.try_exit(&mut rx) {
                         break;
                     }
