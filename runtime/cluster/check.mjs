@@ -133,7 +133,7 @@ async function status(host, name) {
   try {
     body = JSON.parse(text);
   } catch {}
-  return { status: r.status, node: r.headers.get("x-agentwire-node"), body };
+  return { status: r.status, node: r.headers.get("x-agentwire-node"), via: r.headers.get("x-agentwire-forwarded-by"), body };
 }
 
 let rpcSeq = 0;
@@ -579,12 +579,17 @@ await test("failover", async () => {
     await poll(async () => (await haproxyStatus())[victim]?.startsWith("UP"), `HAProxy sees ${victim} again`, 15000, 100);
     figure(`${victim} restarted; HAProxy saw it up ${ms(now() - tStart)} after the start`);
     const servers = {};
+    let forwarded = 0;
     for (const w of workers) {
       const s = await status(front, w.name);
       same([s.status, s.body?.state?.count], [200, finals[w.name]], `${w.name} through the front after ${victim} came back`);
       servers[s.node] = (servers[s.node] ?? 0) + 1;
+      if (s.via === victim && s.node !== victim) forwarded++;
     }
-    figure(`after the restart, instances served per node: ${JSON.stringify(servers)}`);
+    figure(`after the restart, instances served per node: ${JSON.stringify(servers)}; HAProxy sent ${forwarded} of them to ${victim}, which forwarded them to their owners`);
+    // the instances moved away while it was down: HAProxy's hash sends their requests back to
+    // the restarted node, which does not own them and forwards
+    assert(forwarded > 0, `no request reached ${victim} and was forwarded`);
   } finally {
     stop = true;
     await Promise.all(running);

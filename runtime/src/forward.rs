@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// The header a forwarded request carries: the forwarding node's id. Such a request is
-/// served where it lands, never forwarded again.
+/// The header a forwarded request carries, and its response too: the forwarding node's id.
+/// Such a request is served where it lands, never forwarded again.
 pub(crate) const FORWARDED_BY: &str = "x-agentwire-forwarded-by";
 /// The response header naming the node that ran the instance.
 pub(crate) const NODE: &str = "x-agentwire-node";
@@ -89,7 +89,12 @@ where
         let _ = tcp.set_nodelay(true);
         tracing::debug!(owner, address, "forwarding");
         match send(pg, ns, name, &owner, tcp, req).await {
-            Sent::Done(resp) => return Ok(resp),
+            Sent::Done(mut resp) => {
+                if let Ok(v) = HeaderValue::from_str(pg.node.id()) {
+                    resp.headers_mut().insert(FORWARDED_BY, v);
+                }
+                return Ok(resp);
+            }
             Sent::Again(r) => req = r,
         }
     }

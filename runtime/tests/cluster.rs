@@ -244,6 +244,7 @@ async fn a_request_to_a_node_that_does_not_own_the_instance_is_forwarded_to_the_
         http(b, "GET", &format!("/agents/{NS}/{name}/status"), &[], "").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-agentwire-node"], ida.as_str());
+    assert_eq!(headers["x-agentwire-forwarded-by"], idb.as_str());
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["state"]["count"],
         1
