@@ -54,7 +54,16 @@
 //! address, found in `agentwire_nodes`. If the owner does not answer (dead or frozen), the
 //! request waits for its lease to expire — at most [`Node::lease_ttl`] — and the instance
 //! starts here. A forwarded request is never forwarded again. Responses carry
-//! `x-agentwire-node`: the node that ran the instance.
+//! `x-agentwire-node`: the node that ran the instance (and `x-agentwire-forwarded-by` when
+//! another node forwarded them).
+//!
+//! [`AgentHandle::call`](crate::AgentHandle::call) and
+//! [`call_streaming`](crate::AgentHandle::call_streaming) on a node that does not own the
+//! instance run on the owner the same way, over `POST /_agentwire/call` (chunks streamed back).
+//! Only nodes may use that path: the caller presents its node id and the random token its
+//! process registered in `agentwire_nodes`, which the owner checks there. The other handle
+//! operations act on instances this node can own, and answer
+//! [`HandleError::Unavailable`](crate::HandleError::Unavailable) for one owned elsewhere.
 //!
 //! # Connections
 //!
@@ -186,6 +195,11 @@ pub(crate) struct Pg {
     /// The leases this process holds: epoch and the instance's queue.
     held: Mutex<HashMap<Key, (i64, mpsc::WeakSender<Cmd>)>>,
     started: std::sync::atomic::AtomicBool,
+    /// This process's secret, registered with the node: other nodes present theirs with the
+    /// calls they forward (see [`verify_peer`](Self::verify_peer)).
+    token: String,
+    /// Peers' (node id, token) pairs found in `agentwire_nodes`.
+    peers: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Pg {
@@ -205,6 +219,7 @@ CREATE TABLE IF NOT EXISTS agentwire_nodes (
     started_at timestamptz NOT NULL DEFAULT now(),
     heartbeat timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE agentwire_nodes ADD COLUMN IF NOT EXISTS token text;
 CREATE TABLE IF NOT EXISTS agentwire_instances (
     namespace text NOT NULL,
     name text NOT NULL,
@@ -266,6 +281,8 @@ impl Pg {
             ready: tokio::sync::OnceCell::new(),
             held: Mutex::new(HashMap::new()),
             started: std::sync::atomic::AtomicBool::new(false),
+            token: format!("{:016x}{:016x}", random_u64(), random_u64()),
+            peers: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -295,18 +312,54 @@ impl Pg {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO agentwire_nodes (node_id, address, incarnation, heartbeat)
-                 VALUES ($1, $2, $3, now())
+                "INSERT INTO agentwire_nodes (node_id, address, incarnation, heartbeat, token)
+                 VALUES ($1, $2, $3, now(), $4)
                  ON CONFLICT (node_id) DO UPDATE SET address = excluded.address,
-                     incarnation = excluded.incarnation, heartbeat = now()",
+                     incarnation = excluded.incarnation, heartbeat = now(),
+                     token = excluded.token",
             )
             .await?;
         c.execute(
             &st,
-            &[&self.node.id, &self.node.advertise, &self.incarnation],
+            &[
+                &self.node.id,
+                &self.node.advertise,
+                &self.incarnation,
+                &self.token,
+            ],
         )
         .await?;
         Ok(())
+    }
+
+    /// This process's token, for calls it forwards.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether `token` is the registered token of node `node_id` (a node of this cluster,
+    /// i.e. one with access to its database).
+    pub(crate) async fn verify_peer(&self, node_id: &str, token: &str) -> bool {
+        let key = (node_id.to_owned(), token.to_owned());
+        if lock(&self.peers).contains(&key) {
+            return true;
+        }
+        let found = async {
+            let c = self.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT 1 FROM agentwire_nodes WHERE node_id = $1 AND token = $2",
+                    &[&node_id, &token],
+                )
+                .await?;
+            Ok::<bool, ClusterError>(row.is_some())
+        }
+        .await
+        .unwrap_or(false);
+        if found {
+            lock(&self.peers).insert(key);
+        }
+        found
     }
 
     /// Whether this process holds the instance's lease.

@@ -2,8 +2,13 @@
 //! (see [`cluster`](crate::cluster#routing)).
 
 use crate::accept::Slot;
+use crate::agent::RpcError;
 use crate::body::{response, Body};
 use crate::cluster::{Pg, Route};
+use crate::connection::{Message, Out};
+use crate::handle::HandleError;
+use crate::instance::Env;
+use agentwire_protocol::RawJson;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -248,4 +253,212 @@ fn unavailable() -> Response<Body> {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
+}
+
+/// The path of calls forwarded between nodes ([`AgentHandle::call`](crate::AgentHandle::call)
+/// on a node that does not own the instance). Only nodes of the cluster may use it: the
+/// caller presents its node id and the token it registered in PostgreSQL.
+pub(crate) const CALL_PATH: &str = "/_agentwire/call";
+/// The header with the forwarding node's token.
+const TOKEN: &str = "x-agentwire-token";
+
+type Terminal = Option<Result<Option<RawJson>, HandleError>>;
+
+/// Calls a method of an instance that another node owns, there; passes each frame of the call
+/// to `on_frame` until it says the call is over. `None`: the instance is this node's to run
+/// (held here, or free): call it locally.
+pub(crate) async fn remote_call(
+    pg: &Arc<Pg>,
+    ns: &str,
+    name: &str,
+    method: &str,
+    args: &[RawJson],
+    on_frame: &mut (dyn FnMut(&str) -> Terminal + Send),
+) -> Terminal {
+    if pg.holds(ns, name) {
+        return None;
+    }
+    let body = call_body(ns, name, method, args);
+    let ttl = pg.node.lease_ttl;
+    let deadline = tokio::time::Instant::now() + ttl * 2 + Duration::from_secs(5);
+    loop {
+        if tokio::time::Instant::now() > deadline {
+            return Some(Err(HandleError::Unavailable));
+        }
+        let (owner, address, expires_in) = match pg.route(ns, name).await {
+            Ok(Route::Local) => return None,
+            Ok(Route::Remote {
+                owner,
+                address,
+                expires_in,
+            }) => (owner, address, expires_in),
+            Err(e) => return Some(Err(crate::StoreError::from(e).into())),
+        };
+        let wait = expires_in.min(ttl / 3) + Duration::from_millis(50);
+        let tcp = match address {
+            Some(a) => tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(a)).await,
+            None => {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let Ok(Ok(tcp)) = tcp else {
+            // a dead owner: its lease has to run out
+            tokio::time::sleep(wait).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(req) = Request::post(CALL_PATH)
+            .header(header::HOST, "agentwire")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(FORWARDED_BY, pg.node.id())
+            .header(TOKEN, pg.token())
+            .body(http_body_util::Full::new(Bytes::from(body.clone())))
+        else {
+            return Some(Err(HandleError::Unavailable));
+        };
+        tracing::debug!(owner, method, "calling on the owner");
+        let resp = tokio::select! {
+            r = exchange(tcp, req) => r,
+            // a frozen owner: once its lease is gone the call runs where it is owned next
+            () = lease_gone(pg, ns, name, &owner) => continue,
+        };
+        let resp = match resp {
+            Ok(r) if r.status() == StatusCode::OK => r,
+            Ok(r) => {
+                tracing::info!(
+                    owner,
+                    status = r.status().as_u16(),
+                    "forwarded call refused"
+                );
+                return Some(Err(HandleError::Unavailable));
+            }
+            Err(e) => {
+                tracing::info!(owner, error = %e, "forwarded call failed");
+                return Some(Err(HandleError::Unavailable));
+            }
+        };
+        let mut decoder = agentwire_sse::Decoder::new();
+        let mut incoming = resp.into_body();
+        while let Some(frame) = incoming.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            decoder.handle_input(data);
+            while let Some(ev) = decoder.poll_event() {
+                if let Ok(ev) = ev {
+                    if let Some(r) = on_frame(ev.data()) {
+                        return Some(r);
+                    }
+                }
+            }
+        }
+        return Some(Err(RpcError::new(
+            agentwire_protocol::texts::CONNECTION_CLOSED,
+        )
+        .into()));
+    }
+}
+
+fn call_body(ns: &str, name: &str, method: &str, args: &[RawJson]) -> String {
+    let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned());
+    let args: Vec<&str> = args.iter().map(RawJson::get).collect();
+    format!(
+        "{{\"namespace\":{},\"name\":{},\"method\":{},\"args\":[{}]}}",
+        s(ns),
+        s(name),
+        s(method),
+        args.join(",")
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct CallRequest {
+    namespace: String,
+    name: String,
+    method: String,
+    args: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// Runs a call forwarded by another node of the cluster (see [`remote_call`]) on the local
+/// instance; streams the frames of the call as SSE events until its reply.
+pub(crate) async fn serve_call<B>(pg: &Arc<Pg>, env: &Env, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let credentials = {
+        let header = |k: &str| {
+            req.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (header(FORWARDED_BY), header(TOKEN))
+    };
+    let peer = match credentials {
+        (Some(n), Some(t)) if pg.verify_peer(&n, &t).await => n,
+        _ => return response::text(StatusCode::FORBIDDEN, "Forbidden"),
+    };
+    let limit = env.limits.max_request_body;
+    let body = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return response::text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large"),
+    };
+    let Ok(call) = serde_json::from_slice::<CallRequest>(&body) else {
+        return response::text(StatusCode::BAD_REQUEST, "Bad Request");
+    };
+    let Some(class) = env.classes.by_namespace.get(&call.namespace).cloned() else {
+        return response::not_found();
+    };
+    let args: Result<Vec<RawJson>, _> = call
+        .args
+        .iter()
+        .map(|a| RawJson::from_string(a.get().to_owned()))
+        .collect();
+    let Ok(args) = args else {
+        return response::text(StatusCode::BAD_REQUEST, "Bad Request");
+    };
+    tracing::debug!(peer, method = %call.method, "call forwarded by a node");
+    let name: Arc<str> = Arc::from(call.name);
+    let Ok((conn, mut out)) =
+        crate::handle::start_detached_call(env, &class, &name, call.method, args).await
+    else {
+        return unavailable();
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        while let Some(o) = out.recv().await {
+            let text = match o {
+                Out::Msg(Message::Text(t)) => t,
+                Out::Close(..) => break,
+                Out::Msg(Message::Binary(_)) | Out::Shared(_) => continue,
+            };
+            let done = crate::handle::interpret(&text, &mut |_| {}).is_some();
+            if tx
+                .send(crate::sse::encode(None, None, &text))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            // consumed only once the caller's connection took it: a slow caller fills the
+            // call's bounded queue, which then ends the call
+            conn.dequeued(text.len());
+            if done {
+                break;
+            }
+        }
+    });
+    let mut resp = Response::new(Body::channel(rx, None));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp
 }

@@ -93,6 +93,57 @@ impl<A: Agent> fmt::Debug for AgentHandle<A> {
 /// from 1).
 static NEXT_DETACHED: AtomicU64 = AtomicU64::new(1 << 63);
 
+/// Starts an RPC on a detached connection of the instance (on this node); returns the
+/// connection and what the call sends it — chunks, the reply, and what the method sends "its"
+/// connection — to be read until the reply (and `dequeued` as it is consumed). A `Close`
+/// means the instance could not start or was deleted.
+pub(crate) async fn start_detached_call(
+    env: &Env,
+    class: &Arc<dyn Class>,
+    name: &Arc<str>,
+    method: String,
+    args: Vec<RawJson>,
+) -> Result<(Connection, tokio::sync::mpsc::UnboundedReceiver<Out>), HandleError> {
+    let key = NEXT_DETACHED.fetch_add(1, Ordering::Relaxed);
+    let (conn, out) = Connection::new(
+        key,
+        String::new(),
+        http::Uri::from_static("/"),
+        env.limits.max_queued_bytes,
+        name.clone(),
+    );
+    let cmd = Cmd::Call {
+        method,
+        args,
+        conn: conn.clone(),
+    };
+    match deliver(env, class, name, cmd).await {
+        Some(_) => Ok((conn, out)),
+        None => Err(HandleError::Unavailable),
+    }
+}
+
+/// What a frame of a detached call means to its caller: `Some` once the call is over (its
+/// result or error); chunks go to `on_chunk`; other frames (what the method sent "its"
+/// connection) are skipped.
+pub(crate) fn interpret(
+    text: &str,
+    on_chunk: &mut (impl FnMut(Option<RawJson>) + ?Sized),
+) -> Option<Result<Option<RawJson>, HandleError>> {
+    match classify_server(text) {
+        ServerInbound::Protocol(ServerMessage::Rpc(r)) => match r {
+            RpcResponse::Chunk { result, .. } => {
+                on_chunk(result);
+                None
+            }
+            RpcResponse::Done { result, .. } => Some(Ok(result)),
+            RpcResponse::Error { error, .. } => Some(Err(RpcError::Failed(error).into())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl<A: Agent> AgentHandle<A> {
     /// The handle of the instance `name` of the class registered for `A` (under `namespace`,
     /// or the only one of that type).
@@ -279,7 +330,8 @@ impl<A: Agent> AgentHandle<A> {
     /// its connection is detached). `args` serialises to the argument array (a tuple, a
     /// `Vec`, `()` for none, or a `serde_json::Value` array). Returns the result's JSON text
     /// (`None`: the method returned no result); streamed chunks are passed to `on_chunk` in
-    /// order. A deferred call is awaited until its responder finishes.
+    /// order. A deferred call is awaited until its responder finishes. With cluster storage, a
+    /// call of an instance another node owns runs there (see [`cluster`](crate::cluster)).
     ///
     /// [`Call::from_handle`]: crate::Call::from_handle
     pub async fn call_streaming<T, F>(
@@ -299,20 +351,25 @@ impl<A: Agent> AgentHandle<A> {
             split_args(&args)
                 .map_err(|e| RpcError::new(format!("the arguments must be an array: {e}")))?
         };
-        let key = NEXT_DETACHED.fetch_add(1, Ordering::Relaxed);
-        let (conn, mut out) = Connection::new(
-            key,
-            String::new(),
-            http::Uri::from_static("/"),
-            self.env.limits.max_queued_bytes,
-            self.name.clone(),
-        );
-        self.send(Cmd::Call {
-            method: method.to_owned(),
-            args,
-            conn: conn.clone(),
-        })
-        .await?;
+        // Cluster storage: an instance another node owns is called there.
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.env.storage.postgres_store() {
+            if let Some(r) = crate::forward::remote_call(
+                pg,
+                self.class.namespace(),
+                &self.name,
+                method,
+                &args,
+                &mut |text: &str| interpret(text, &mut on_chunk),
+            )
+            .await
+            {
+                return r;
+            }
+        }
+        let (conn, mut out) =
+            start_detached_call(&self.env, &self.class, &self.name, method.to_owned(), args)
+                .await?;
         while let Some(o) = out.recv().await {
             let text = match o {
                 Out::Msg(Message::Text(t)) => t,
@@ -320,14 +377,8 @@ impl<A: Agent> AgentHandle<A> {
                 Out::Close(..) => return Err(HandleError::Unavailable),
             };
             conn.dequeued(text.len());
-            // (other frames are what the method sent to "its" connection)
-            if let ServerInbound::Protocol(ServerMessage::Rpc(r)) = classify_server(&text) {
-                match r {
-                    RpcResponse::Chunk { result, .. } => on_chunk(result),
-                    RpcResponse::Done { result, .. } => return Ok(result),
-                    RpcResponse::Error { error, .. } => return Err(RpcError::Failed(error).into()),
-                    _ => {}
-                }
+            if let Some(r) = interpret(&text, &mut on_chunk) {
+                return r;
             }
         }
         Err(RpcError::new(agentwire_protocol::texts::CONNECTION_CLOSED).into())

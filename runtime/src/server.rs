@@ -430,6 +430,13 @@ impl Server {
             .map_or("/", |p| p.as_str())
             .to_owned();
         let (path, query) = split_target(&target);
+        // Cluster storage: a call forwarded by another node (its handle's instance is ours).
+        #[cfg(feature = "postgres")]
+        if path == crate::forward::CALL_PATH && req.method() == http::Method::POST {
+            if let Some(pg) = self.inner.env.storage.postgres_store() {
+                return crate::forward::serve_call(pg, &self.inner.env, req).await;
+            }
+        }
         let Some(route) = parse_agent_path(path, &self.inner.prefix) else {
             let req = match collect(req, self.inner.env.limits.max_request_body).await {
                 Ok(r) => r,

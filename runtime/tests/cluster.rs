@@ -41,6 +41,11 @@ fn unique(prefix: &str) -> String {
 
 /// A node: a counter server on PostgreSQL, serving on a loopback port it advertises.
 async fn node(url: &str, id: &str, ttl: Duration, limits: Limits) -> SocketAddr {
+    node_server(url, id, ttl, limits).await.0
+}
+
+/// [`node`], with its server (for handles).
+async fn node_server(url: &str, id: &str, ttl: Duration, limits: Limits) -> (SocketAddr, Server) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let storage = Storage::postgres_node(
@@ -54,8 +59,8 @@ async fn node(url: &str, id: &str, ttl: Duration, limits: Limits) -> SocketAddr 
         .storage(storage)
         .limits(limits)
         .build();
-    tokio::spawn(server.serve(listener));
-    addr
+    tokio::spawn(server.clone().serve(listener));
+    (addr, server)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -390,4 +395,45 @@ async fn a_node_cut_off_from_postgres_stops_serving_within_the_lease_time() {
     // Nothing of it reached the database.
     let db = sql(&url).await;
     assert_eq!(stored_count(&db, &name).await, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_call_on_a_node_that_does_not_own_the_instance_runs_on_the_owner() {
+    let Some(url) = pg_url() else { return };
+    let (ida, idb) = (unique("a"), unique("b"));
+    let ttl = Duration::from_secs(3);
+    let a = node(&url, &ida, ttl, Limits::default()).await;
+    let (b, server_b) = node_server(&url, &idb, ttl, Limits::default()).await;
+    let db = sql(&url).await;
+    let name = unique("handle");
+    let (mut ca, _) = connected(a, &name).await;
+    assert_eq!(ca.call_ok("increment", json!([])).await, json!(1));
+    // a handle on B: the call runs on A, its broadcast reaches A's socket
+    let handle = server_b.agent::<CounterAgent>(&name).unwrap();
+    let n: i64 = handle.call("increment", &()).await.unwrap();
+    assert_eq!(n, 2);
+    let (st, _) = ca.wait_for(|v| v["type"] == "cf_agent_state").await;
+    assert_eq!(st["state"]["count"], 2);
+    assert_eq!(row(&db, &name).await.0.as_deref(), Some(ida.as_str()));
+    assert_eq!(stored_count(&db, &name).await, Some(2));
+    // a method's error comes back as the call's error
+    let err = handle
+        .call::<Value, _>("noSuchMethod", &())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("noSuchMethod"), "{err}");
+    // the path between nodes is for nodes only
+    let body = format!(r#"{{"namespace":"{NS}","name":"{name}","method":"increment","args":[]}}"#);
+    for headers in [
+        vec![],
+        vec![
+            ("x-agentwire-forwarded-by", idb.as_str()),
+            ("x-agentwire-token", "forged"),
+        ],
+    ] {
+        let (status, _, _) = http(a, "POST", "/_agentwire/call", &headers, &body).await;
+        assert_eq!(status, 403);
+    }
+    let _ = b;
+    assert_eq!(stored_count(&db, &name).await, Some(2));
 }
