@@ -167,6 +167,7 @@ impl Gate {
     }
 
     /// Drops what was held (the writes it depended on were refused) and stops holding.
+    #[cfg(feature = "postgres")]
     pub(crate) fn discard(&self) {
         let dropped: Vec<Held> = {
             let mut held = lock(&self.held);

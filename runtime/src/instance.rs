@@ -541,28 +541,12 @@ impl<A: Agent> Actor<A> {
         for c in self.cx.conns.values() {
             c.close_now(agentwire_ws::CloseCode(1012), reason);
         }
-        self.cx.conns.clear();
-        self.cx.sse.clear();
-        self.cx.tasks.abort_all();
         self.cx.changed.clear();
-        self.agent = None;
-        self.cx.state = None;
-        self.cx.store = None;
         if let (Some(pg), Some(epoch)) = (self.env.storage.postgres_store(), self.lease.take()) {
             pg.forget(&self.cx.namespace, &self.cx.name, epoch);
         }
-        let key = (self.cx.namespace.to_string(), self.cx.name.to_string());
-        let mut map = self.env.registry.lock();
-        if let (Some(tx), Some(me)) = (map.get(&key), self.me.upgrade()) {
-            if tx.same_channel(&me) {
-                map.remove(&key);
-            }
-        }
-        self.deleted = true;
+        self.end_now();
     }
-
-    #[cfg(not(feature = "postgres"))]
-    fn lose_lease(&mut self, _reason: &str) {}
 
     /// An evicted instance without connections leaves the registry and ends (its data is in
     /// storage; the next event starts a new one). Decided under the registry lock, through
@@ -613,6 +597,17 @@ impl<A: Agent> Actor<A> {
         for c in self.cx.conns.values() {
             c.close(agentwire_ws::CloseCode(4004), "agent instance deleted");
         }
+        self.end_now();
+        self.env
+            .scheduler
+            .set(&self.cx.namespace, &self.cx.name, None)?;
+        self.env.storage.delete(&self.cx.namespace, &self.cx.name)
+    }
+
+    /// Ends the instance at once (its sockets were told): drops the connections, SSE
+    /// responses, tasks, the agent and its database, gives up its awake place and leaves the
+    /// registry; the next event for the name starts a fresh instance.
+    fn end_now(&mut self) {
         self.cx.conns.clear();
         self.cx.sse.clear();
         self.cx.tasks.abort_all();
@@ -630,10 +625,6 @@ impl<A: Agent> Actor<A> {
             }
         }
         self.deleted = true;
-        self.env
-            .scheduler
-            .set(&self.cx.namespace, &self.cx.name, None)?;
-        self.env.storage.delete(&self.cx.namespace, &self.cx.name)
     }
 
     /// [`delete`](Self::delete), and the instance's row under its lease (cluster storage).

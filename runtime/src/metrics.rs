@@ -60,7 +60,10 @@ struct Metrics {
     overflow_sse: Counter,
     instance_full: Counter,
     sqlite_write: Histogram,
+    // registered (and scraped) either way; written only by cluster storage
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pg_write: Histogram,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     leases: Family<Labels, Counter>,
 }
 
