@@ -539,7 +539,7 @@ impl<A: Agent> Actor<A> {
             g.discard();
         }
         for c in self.cx.conns.values() {
-            c.close_now(agentwire_ws::CloseCode(1012), reason);
+            c.close_now(agentwire_ws::CloseCode::SERVICE_RESTART, reason);
         }
         self.cx.changed.clear();
         if let (Some(pg), Some(epoch)) = (self.env.storage.postgres_store(), self.lease.take()) {

@@ -309,26 +309,11 @@ fn apply(ws: &mut Stream, conn: &Connection, out: Out, sent_close: &mut Option<(
             }
         }
         Out::Close(code, reason) => {
-            let reason = truncate(&reason, 123);
-            let code = if code.is_valid_on_wire() {
-                code
-            } else {
-                CloseCode::NORMAL
-            };
+            // (what `close` sends, recorded as sent)
+            let (code, reason) = (code.or_normal(), agentwire_ws::close::close_reason(&reason));
             if ws.close(code, reason).is_ok() {
                 sent_close.get_or_insert((code.0, reason.to_owned()));
             }
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

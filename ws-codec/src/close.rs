@@ -44,6 +44,28 @@ impl CloseCode {
     pub fn is_valid_on_wire(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
+
+    /// This code if it may be sent, else [`NORMAL`](Self::NORMAL): for codes that come from
+    /// elsewhere (an application, a peer's Close) and are about to be sent.
+    pub fn or_normal(self) -> CloseCode {
+        if self.is_valid_on_wire() {
+            self
+        } else {
+            CloseCode::NORMAL
+        }
+    }
+}
+
+/// The most bytes a Close frame's reason may have (a control payload's 125 minus the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes at a character boundary.
+pub fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 impl fmt::Debug for CloseCode {
@@ -86,5 +108,17 @@ mod tests {
         ] {
             assert!(!CloseCode(c).is_valid_on_wire(), "{c}");
         }
+    }
+
+    #[test]
+    fn codes_and_reasons_are_made_sendable() {
+        assert_eq!(CloseCode(4004).or_normal(), CloseCode(4004));
+        assert_eq!(CloseCode(1006).or_normal(), CloseCode::NORMAL);
+        assert_eq!(close_reason("bye"), "bye");
+        let long = "é".repeat(100); // 200 bytes, two per character
+        let cut = close_reason(&long);
+        assert_eq!(cut.len(), 122);
+        assert!(long.starts_with(cut));
+        assert_eq!(close_reason(&"x".repeat(200)).len(), MAX_CLOSE_REASON);
     }
 }

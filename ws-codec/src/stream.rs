@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+use crate::close::close_reason;
 use crate::{CloseCode, Config, Connection, Event, PreparedMessage, Role, SendError, Utf8Bytes};
 use bytes::{Bytes, BytesMut};
 use std::future::poll_fn;
@@ -241,12 +242,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
                 Queued::Binary(b) => self.ws.send_binary(b),
                 Queued::Prepared(p) => self.ws.send_prepared(&p),
                 Queued::Close(code, reason) => {
-                    let code = if code.is_valid_on_wire() {
-                        code
-                    } else {
-                        CloseCode::NORMAL
-                    };
-                    self.ws.close(Instant::now(), code, truncate(&reason, 123))
+                    self.ws
+                        .close(Instant::now(), code.or_normal(), close_reason(&reason))
                 }
             };
             if let Err(SendError::BufferFull { .. }) = r {
@@ -314,12 +311,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WebSocketStream<IO> {
     /// Starts the closing handshake (the reason is cut to 123 bytes at a character
     /// boundary; a code that may not be sent becomes `1000`).
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        let code = if code.is_valid_on_wire() {
-            code
-        } else {
-            CloseCode::NORMAL
-        };
-        self.ws.close(Instant::now(), code, truncate(reason, 123))
+        self.ws
+            .close(Instant::now(), code.or_normal(), close_reason(reason))
     }
 
     /// Events phase: the next event the machine has, without I/O.
@@ -492,17 +485,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -495,16 +495,8 @@ impl Driver {
 
 /// Starts the close handshake; an invalid code becomes `1000`.
 fn close(ws: &mut WebSocketStream<Socket>, code: u16, reason: String) -> (u16, String) {
-    let code = if CloseCode(code).is_valid_on_wire() {
-        code
-    } else {
-        CloseCode::NORMAL.0
-    };
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let reason = reason[..end].to_owned();
+    let code = CloseCode(code).or_normal().0;
+    let reason = agentwire_ws::close::close_reason(&reason).to_owned();
     if ws.close(CloseCode(code), &reason).is_err() {
         // Already closing: the connection ends on its own.
         ws.abort();
