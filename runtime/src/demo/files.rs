@@ -141,15 +141,6 @@ pub fn safe_name(name: &str) -> String {
     out
 }
 
-/// The segments after `/{prefix}/{namespace}/{name}`.
-fn rest_of<'a>(path: &'a str, namespace: &str) -> Vec<&'a str> {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.iter().position(|s| *s == namespace) {
-        Some(p) if segs.len() >= p + 2 => segs[p + 2..].to_vec(),
-        _ => Vec::new(),
-    }
-}
-
 impl Agent for FilesAgent {
     type State = serde_json::Value;
 
@@ -163,7 +154,7 @@ impl Agent for FilesAgent {
         mut req: HttpRequest,
     ) -> Result<Response<Body>, BoxError> {
         let path = req.uri().path().to_owned();
-        let rest = rest_of(&path, cx.agent_namespace());
+        let rest = super::rest_of(&path, cx.agent_namespace());
         let dir = self.dir(cx);
         match (req.method().clone(), rest.as_slice()) {
             (Method::POST, ["upload"]) => Self::upload(dir, &mut req).await,

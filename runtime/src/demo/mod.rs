@@ -94,3 +94,12 @@ pub fn page(req: &Request<Bytes>) -> Response<Body> {
         _ => response::not_found(),
     }
 }
+
+/// The segments after `/{prefix}/{namespace}/{name}`.
+pub(crate) fn rest_of<'a>(path: &'a str, namespace: &str) -> Vec<&'a str> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.iter().position(|s| *s == namespace) {
+        Some(p) if segs.len() >= p + 2 => segs[p + 2..].to_vec(),
+        _ => Vec::new(),
+    }
+}

@@ -285,13 +285,9 @@ impl Agent for TaskRunner {
     ) -> Result<Response<Body>, BoxError> {
         // The segments after `/{prefix}/{namespace}/{name}`.
         let path = req.uri().path().to_owned();
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let rest: &[&str] = match segs.iter().position(|s| *s == cx.agent_namespace()) {
-            Some(p) if segs.len() >= p + 2 => &segs[p + 2..],
-            _ => &[],
-        };
+        let rest = super::rest_of(&path, cx.agent_namespace());
         let method = req.method().clone();
-        match rest {
+        match rest.as_slice() {
             ["tasks"] if method == Method::POST => {
                 let body = req.bytes().await?; // at most `Limits::max_request_body`, else 413
                 let prompt = match prompt_of(&body) {
