@@ -39,60 +39,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    if req.headers().contains_key(FORWARDED_BY) || pg.holds(ns, name) {
+    if req.headers().contains_key(FORWARDED_BY) {
         return Err(req);
     }
-    let ttl = pg.node.lease_ttl;
-    let deadline = tokio::time::Instant::now() + ttl * 2 + Duration::from_secs(5);
+    let deadline = Owner::deadline(pg);
     let mut req = req;
     loop {
-        if tokio::time::Instant::now() > deadline {
-            tracing::warn!(
-                namespace = ns,
-                name,
-                "owner unreachable and its lease still held"
-            );
-            return Ok(unavailable());
-        }
-        let (owner, address, expires_in) = match pg.route(ns, name).await {
-            Ok(Route::Local) => return Err(req),
-            Ok(Route::Remote {
-                owner,
-                address,
-                expires_in,
-            }) => (owner, address, expires_in),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot look up the instance's owner");
-                return Ok(unavailable());
-            }
+        let (owner, tcp) = match Owner::reach(pg, ns, name, deadline).await {
+            Owner::Here => return Err(req),
+            Owner::Gone(_) => return Ok(unavailable()),
+            Owner::Reached { owner, tcp } => (owner, tcp),
         };
-        let wait = expires_in.min(ttl / 3) + Duration::from_millis(50);
-        let Some(address) = address else {
-            // an owner that does not advertise an address: its lease has to run out
-            tokio::time::sleep(wait).await;
-            continue;
-        };
-        let tcp = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&address))
-            .await
-        {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                tracing::info!(owner, address, error = %e, "owner unreachable; waiting for its lease");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            Err(_) => {
-                tracing::info!(
-                    owner,
-                    address,
-                    "owner does not accept; waiting for its lease"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        tracing::debug!(owner, address, "forwarding");
+        tracing::debug!(owner, "forwarding");
         match send(pg, ns, name, &owner, tcp, req).await {
             Sent::Done(mut resp) => {
                 if let Ok(v) = HeaderValue::from_str(pg.node.id()) {
@@ -101,6 +59,73 @@ where
                 return Ok(resp);
             }
             Sent::Again(r) => req = r,
+        }
+    }
+}
+
+/// Where the owner of an instance is, as far as a request that wants it can tell.
+enum Owner {
+    /// Serve it here: this node holds the lease, or nobody validly does.
+    Here,
+    /// The owner, with a new connection to it.
+    Reached { owner: String, tcp: TcpStream },
+    /// The owner cannot be reached and keeps its lease past the deadline (`None`), or the
+    /// lookup failed.
+    Gone(Option<crate::cluster::ClusterError>),
+}
+
+impl Owner {
+    /// How long a request waits at most for a silent owner: twice its lease time and 5 s.
+    fn deadline(pg: &Pg) -> tokio::time::Instant {
+        tokio::time::Instant::now() + pg.node.lease_ttl * 2 + Duration::from_secs(5)
+    }
+
+    /// Looks the owner up and connects to it; an owner that does not accept (dead) or does
+    /// not advertise an address is waited out until its lease ends.
+    async fn reach(pg: &Pg, ns: &str, name: &str, deadline: tokio::time::Instant) -> Owner {
+        loop {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(
+                    namespace = ns,
+                    name,
+                    "owner unreachable and its lease still held"
+                );
+                return Owner::Gone(None);
+            }
+            let (owner, address, expires_in) = match pg.route(ns, name).await {
+                Ok(Route::Local) => return Owner::Here,
+                Ok(Route::Remote {
+                    owner,
+                    address,
+                    expires_in,
+                }) => (owner, address, expires_in),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look up the instance's owner");
+                    return Owner::Gone(Some(e));
+                }
+            };
+            let wait = expires_in.min(pg.node.lease_ttl / 3) + Duration::from_millis(50);
+            let Some(address) = address else {
+                tokio::time::sleep(wait).await;
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&address)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Owner::Reached { owner, tcp };
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(owner, address, error = %e, "owner unreachable; waiting for its lease");
+                }
+                Err(_) => {
+                    tracing::info!(
+                        owner,
+                        address,
+                        "owner does not accept; waiting for its lease"
+                    );
+                }
+            }
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -275,39 +300,15 @@ pub(crate) async fn remote_call(
     args: &[RawJson],
     on_frame: &mut (dyn FnMut(&str) -> Terminal + Send),
 ) -> Terminal {
-    if pg.holds(ns, name) {
-        return None;
-    }
     let body = call_body(ns, name, method, args);
-    let ttl = pg.node.lease_ttl;
-    let deadline = tokio::time::Instant::now() + ttl * 2 + Duration::from_secs(5);
+    let deadline = Owner::deadline(pg);
     loop {
-        if tokio::time::Instant::now() > deadline {
-            return Some(Err(HandleError::Unavailable));
-        }
-        let (owner, address, expires_in) = match pg.route(ns, name).await {
-            Ok(Route::Local) => return None,
-            Ok(Route::Remote {
-                owner,
-                address,
-                expires_in,
-            }) => (owner, address, expires_in),
-            Err(e) => return Some(Err(crate::StoreError::from(e).into())),
+        let (owner, tcp) = match Owner::reach(pg, ns, name, deadline).await {
+            Owner::Here => return None,
+            Owner::Gone(None) => return Some(Err(HandleError::Unavailable)),
+            Owner::Gone(Some(e)) => return Some(Err(crate::StoreError::from(e).into())),
+            Owner::Reached { owner, tcp } => (owner, tcp),
         };
-        let wait = expires_in.min(ttl / 3) + Duration::from_millis(50);
-        let tcp = match address {
-            Some(a) => tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(a)).await,
-            None => {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-        };
-        let Ok(Ok(tcp)) = tcp else {
-            // a dead owner: its lease has to run out
-            tokio::time::sleep(wait).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
         let Ok(req) = Request::post(CALL_PATH)
             .header(header::HOST, "agentwire")
             .header(header::CONTENT_TYPE, "application/json")
