@@ -13,7 +13,8 @@
 //! ```
 
 use agentwire_benches::ws::{
-    dec_agentwire, dec_soketto, dec_tungstenite, key, reader, workloads, MemIo, Workload, READ,
+    agentwire_reader, dec_agentwire, dec_soketto, dec_tungstenite, key, workloads, MemIo, Workload,
+    READ,
 };
 use agentwire_ws::{apply_mask, Config, Connection, Event, EventRef, FrameHeader, OpCode, Role};
 use bytes::{Bytes, BytesMut};
@@ -29,10 +30,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// One owned event per message: `handle_input` + `poll_event`.
 fn dec_agentwire_event(w: &Workload) -> usize {
-    let config = Config::default()
-        .with_max_frame_payload(2 << 20)
-        .with_max_message(2 << 20);
-    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
+    let mut conn = agentwire_reader(w);
     let now = std::time::Instant::now();
     let mut buf = BytesMut::with_capacity(READ);
     let mut got = 0;
@@ -53,10 +51,7 @@ fn dec_agentwire_event(w: &Workload) -> usize {
 /// `Connection::handle_input_with`: single-frame messages lent as slices of the read buffer
 /// (no `Bytes`, no reference count per message); same checks as the owned path.
 fn dec_agentwire_borrowed(w: &Workload) -> usize {
-    let config = Config::default()
-        .with_max_frame_payload(2 << 20)
-        .with_max_message(2 << 20);
-    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
+    let mut conn = agentwire_reader(w);
     let now = std::time::Instant::now();
     let mut buf = BytesMut::with_capacity(READ);
     let mut got = 0;

@@ -182,14 +182,20 @@ impl tokio::io::AsyncWrite for MemIo<'_> {
     }
 }
 
+/// An `agentwire-ws` connection reading the workload's wire bytes, with limits above its
+/// largest message (the decode arms of every agentwire API start from it).
+pub fn agentwire_reader(w: &Workload) -> Connection {
+    let config = Config::default()
+        .with_max_frame_payload(2 << 20)
+        .with_max_message(2 << 20);
+    Connection::new(reader(w), config, std::time::Instant::now())
+}
+
 /// The main owned API: `handle_input`, then runs of small messages with `poll_messages`
 /// (one batch per run, no reference count per message) and everything else with
 /// `poll_event`.
 pub fn dec_agentwire(w: &Workload) -> usize {
-    let config = Config::default()
-        .with_max_frame_payload(2 << 20)
-        .with_max_message(2 << 20);
-    let mut conn = Connection::new(reader(w), config, std::time::Instant::now());
+    let mut conn = agentwire_reader(w);
     let now = std::time::Instant::now();
     let mut buf = BytesMut::with_capacity(READ);
     let mut got = 0;
