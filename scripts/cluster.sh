@@ -25,9 +25,9 @@
 #   NODE_PORTS       the nodes' ports, space-separated [default: free ports]
 #   LEASE_TTL        lease time of an instance (`--lease-ttl`) [default: 3s]
 #   NODE_ARGS        extra flags for every node, e.g. `--idle-timeout 2s`
-#   CLUSTER_MODE     on | off | auto: pass the cluster flags (`--cluster`, `--node-id`,
-#                    `--advertise`, `--lease-ttl`); auto = when `agentwire serve --help` has
-#                    them [default: auto]
+#   CLUSTER_MODE     on | off: pass the cluster flags (`--cluster`, `--node-id`,
+#                    `--advertise`, `--lease-ttl`), or run the nodes standalone (each with
+#                    its own SQLite) behind the same HAProxy [default: on]
 #   AGENTWIRE_BIN    the agentwire binary [default: $CARGO_TARGET_DIR/release/agentwire, built
 #                    with `cargo build --release -p agentwire --bin agentwire` if missing]
 #   PG_BIN           PostgreSQL binaries [default: /usr/lib/postgresql/15/bin]
@@ -315,8 +315,6 @@ agentwire_bin() {
   echo "$bin"
 }
 
-cluster_flags_supported() { "$1" serve --help 2>/dev/null | grep -q -- '--cluster'; }
-
 node_start() {
   local id="$1" port bin flags=() extra=()
   port="$(node_port "$id")"
@@ -325,17 +323,11 @@ node_start() {
     return
   fi
   bin="$(agentwire_bin)"
-  if [ "${CLUSTER_MODE:-auto}" = auto ]; then
-    if cluster_flags_supported "$bin"; then CLUSTER_MODE=on; else
-      note "$bin has no --cluster flag: nodes run standalone (CLUSTER_MODE=off)"
-      CLUSTER_MODE=off
-    fi
-  fi
-  case "$CLUSTER_MODE" in
+  case "${CLUSTER_MODE:-on}" in
     on) flags=(--cluster "$(database_url)" --node-id "$id" --advertise "127.0.0.1:$port"
                --lease-ttl "$LEASE_TTL") ;;
     off) ;;
-    *) die "CLUSTER_MODE must be on, off or auto, not '$CLUSTER_MODE'" ;;
+    *) die "CLUSTER_MODE must be on or off, not '$CLUSTER_MODE'" ;;
   esac
   [ -n "$NODE_ARGS" ] && read -r -a extra <<< "$NODE_ARGS"
   mkdir -p "$state/$id/data"
